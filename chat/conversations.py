@@ -1,0 +1,172 @@
+"""The high-level operations on a user's conversations (blocking: DB and store).
+
+The transcript store is the source of truth for messages; the `Conversation` row
+is the sidebar's copy of the metadata, written after the store so that a failed
+store write never leaves a row pointing at nothing. Every function checks the
+owner first, so another user's id is indistinguishable from an absent one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat.errors import ChatError, not_found, storage_unavailable
+from chat.models import Conversation
+from chat.store import ConversationExists, ConversationNotFound, StorageUnavailable, get_store
+from chat.transcript import Message, Transcript
+
+T = TypeVar("T")
+
+
+def list_conversations(user) -> list[Conversation]:
+    """The sidebar: one query, newest first, no storage call."""
+    return list(Conversation.objects.filter(owner=user).order_by("-updated_at"))
+
+
+def get_latest_conversation(user) -> Conversation | None:
+    return Conversation.objects.filter(owner=user).order_by("-updated_at").first()
+
+
+def get_row(user, conversation_id: str) -> Conversation:
+    row = Conversation.objects.filter(owner=user, pk=conversation_id).first()
+    if row is None:
+        raise not_found()
+    return row
+
+
+def load_transcript(row: Conversation) -> Transcript:
+    try:
+        return get_store().load(row.owner_id, row.id)
+    except ConversationNotFound:
+        raise not_found() from None
+    except StorageUnavailable:
+        raise storage_unavailable() from None
+
+
+def get_conversation(user, conversation_id: str) -> tuple[Conversation, Transcript]:
+    row = get_row(user, conversation_id)
+    return row, load_transcript(row)
+
+
+def create_conversation(user, model: str, first_message: str, *, claim: dict | None = None) -> tuple[Conversation, Transcript, Message]:
+    """Create a conversation holding its first user message, in one store write."""
+    now = timezone.now()
+    row = Conversation(owner=user, model=model, system_prompt=settings.CHAT_DEFAULT_SYSTEM_PROMPT, created_at=now, updated_at=now)
+    transcript = Transcript.new(row.id, user.id, model=model, system_prompt=row.system_prompt)
+    message = transcript.add_message(None, "user", first_message)
+    try:
+        get_store().create(transcript)
+    except (StorageUnavailable, ConversationExists):
+        raise storage_unavailable() from None
+    for name, value in (claim or {}).items():
+        setattr(row, name, value)
+    row.save(force_insert=True)
+    return row, transcript, message
+
+
+def update_transcript(row: Conversation, mutate: Callable[[Transcript], T], *, touch: bool = True) -> tuple[Transcript, T]:
+    """Apply `mutate` through the store's conditional-write loop, then mirror metadata."""
+    try:
+        transcript, result = get_store().update(row.owner_id, row.id, mutate)
+    except ConversationNotFound:
+        raise not_found() from None
+    except StorageUnavailable:
+        raise storage_unavailable() from None
+    _mirror_metadata(row, transcript, touch=touch)
+    return transcript, result
+
+
+def _mirror_metadata(row: Conversation, transcript: Transcript, *, touch: bool) -> None:
+    fields = {"title": transcript.title, "model": transcript.model, "system_prompt": transcript.system_prompt}
+    if touch:
+        fields["updated_at"] = timezone.now()
+    Conversation.objects.filter(pk=row.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(row, name, value)
+
+
+def append_message(row: Conversation, parent: str | None, role: str, content: str, **extra) -> tuple[Transcript, Message]:
+    def add(transcript: Transcript) -> Message:
+        if parent is not None and parent not in transcript.messages:
+            raise not_found()
+        return transcript.add_message(parent, role, content, **extra)
+
+    return update_transcript(row, add)
+
+
+def update_title(row: Conversation, title: str) -> Transcript:
+    def set_title(transcript: Transcript) -> None:
+        transcript.title = title
+
+    transcript, _ = update_transcript(row, set_title, touch=False)
+    return transcript
+
+
+def rename(user, conversation_id: str, title: str) -> Conversation:
+    title = " ".join(title.split())
+    if not title:
+        raise ChatError("invalid_message", "A title cannot be empty.")
+    if len(title) > settings.CHAT_MAX_TITLE_CHARS:
+        raise ChatError("too_large", f"Titles are limited to {settings.CHAT_MAX_TITLE_CHARS} characters.")
+    row = get_row(user, conversation_id)
+    update_title(row, title)
+    return row
+
+
+def configure(user, conversation_id: str, *, model: str | None = None, system_prompt: str | None = None) -> Conversation:
+    if system_prompt is not None and len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
+        raise ChatError("too_large", f"System prompts are limited to {settings.CHAT_MAX_SYSTEM_PROMPT_CHARS} characters.")
+    row = get_row(user, conversation_id)
+
+    def apply(transcript: Transcript) -> None:
+        if model is not None:
+            transcript.model = model
+        if system_prompt is not None:
+            transcript.system_prompt = system_prompt
+
+    update_transcript(row, apply, touch=False)
+    return row
+
+
+def delete(user, conversation_id: str) -> None:
+    row = get_row(user, conversation_id)
+    if row.reply_message:
+        raise ChatError("busy", "A reply is still being written in this conversation; stop it first.")
+    try:
+        get_store().delete(row.owner_id, row.id)
+    except StorageUnavailable:
+        raise storage_unavailable() from None
+    row.delete()
+
+
+def sync_from_store(stdout_write: Callable[[str], None] = lambda line: None) -> int:
+    """Rebuild every Conversation row from the store; idempotent. Returns the count."""
+    from django.contrib.auth import get_user_model
+
+    users = set(get_user_model().objects.values_list("pk", flat=True))
+    store = get_store()
+    count = 0
+    for user_id, conversation_id in store.iter_ids():
+        if user_id not in users:
+            stdout_write(f"skipped {conversation_id}: no user {user_id}")
+            continue
+        transcript = store.load(user_id, conversation_id)
+        with transaction.atomic():
+            Conversation.objects.update_or_create(
+                pk=conversation_id,
+                defaults={
+                    "owner_id": user_id,
+                    "title": transcript.title,
+                    "model": transcript.model,
+                    "system_prompt": transcript.system_prompt,
+                    "created_at": datetime.fromisoformat(transcript.created_at),
+                    "updated_at": datetime.fromisoformat(transcript.updated_at),
+                },
+            )
+        count += 1
+    return count

@@ -1,0 +1,278 @@
+"""What a socket can ask for, one async function per request.
+
+The consumer parses a frame and calls one of these; they validate, store, claim
+and broadcast, and return the frame (if any) that answers the asking socket.
+Blocking work (database, transcript store) runs in threads via `run_blocking`.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from chat import broadcast, conversations, replies
+from chat.backends import ModelError, available_models, default_model_id, get_backend
+from chat.errors import ChatError, not_found
+from chat.models import Conversation
+from chat.presenters import branch_dicts, conversation_dict, message_dict
+from chat.ratelimit import SlidingWindowLimiter
+from chat.replies import run_blocking
+from chat.transcript import Message, Transcript
+from consumers import protocol
+
+_reply_limiter = SlidingWindowLimiter(settings.CHAT_RATE_LIMIT_MESSAGES, 60.0)
+
+
+def limits() -> dict:
+    return {
+        "max_content_chars": settings.CHAT_MAX_CONTENT_CHARS,
+        "max_frame_bytes": settings.CHAT_MAX_FRAME_BYTES,
+        "max_title_chars": settings.CHAT_MAX_TITLE_CHARS,
+        "max_system_prompt_chars": settings.CHAT_MAX_SYSTEM_PROMPT_CHARS,
+        "frames_per_window": settings.CHAT_RATE_LIMIT_FRAMES,
+        "frame_window_seconds": settings.CHAT_RATE_LIMIT_WINDOW,
+        "replies_per_minute": settings.CHAT_RATE_LIMIT_MESSAGES,
+    }
+
+
+async def hello(user) -> dict:
+    rows = await run_blocking(conversations.list_conversations, user)
+    models = await run_blocking(available_models)
+    return protocol.hello(
+        user={"id": user.pk, "username": user.get_username()},
+        models=[model.as_dict() for model in models],
+        conversations=[conversation_dict(row) for row in rows],
+        limits=limits(),
+    )
+
+
+# --- Opening a conversation ---------------------------------------------------------
+
+
+@dataclass
+class Opening:
+    """A conversation being opened; `reply_channel` is set when a reply is in progress."""
+
+    row: Conversation
+    transcript: Transcript
+    reply_channel: str | None
+
+    def state(self, generating: dict | None, ref: str | None = None) -> dict:
+        return protocol.conversation_state(conversation_dict(self.row), branch_dicts(self.transcript), generating, ref)
+
+
+async def get_row(user, conversation_id: str) -> Conversation:
+    return await run_blocking(conversations.get_row, user, conversation_id)
+
+
+async def open_conversation(row: Conversation) -> Opening:
+    def load() -> Opening:
+        row.refresh_from_db()
+        if row.reply_message:
+            replies.recover_if_stale(row)
+        return Opening(row, conversations.load_transcript(row), row.reply_channel or None)
+
+    return await run_blocking(load)
+
+
+# --- Starting replies -------------------------------------------------------------
+
+
+@dataclass
+class Turn:
+    """A stored user message (or regenerate request) whose reply is ready to start."""
+
+    row: Conversation
+    reply: replies.ReplyTask
+    created: bool = False
+    user_message: dict | None = None
+    origin: str | None = None
+    ref: str | None = None
+
+    @property
+    def conversation_id(self) -> str:
+        return self.row.pk
+
+    async def start(self) -> None:
+        """Tell every tab, then hand the reply to its own task."""
+        if self.created:
+            await broadcast.to_user(self.row.owner_id, protocol.conversation_created(conversation_dict(self.row)),
+                                    origin=self.origin, ref=self.ref)
+        if self.user_message is not None:
+            await broadcast.to_conversation(self.row.pk, protocol.message_created(self.row.pk, self.user_message),
+                                            origin=self.origin, ref=self.ref)
+        else:
+            await broadcast.to_user(self.row.owner_id, protocol.conversation_updated(conversation_dict(self.row)))
+        self.reply.start()
+
+
+def _check_content(content: str) -> str:
+    if not content.strip():
+        raise ChatError("invalid_message", "A message cannot be empty.")
+    if len(content) > settings.CHAT_MAX_CONTENT_CHARS:
+        raise ChatError("too_large", f"Messages are limited to {settings.CHAT_MAX_CONTENT_CHARS} characters.")
+    return content
+
+
+def _check_model(model_id: str) -> str:
+    try:
+        get_backend(model_id)
+    except ModelError as error:
+        raise ChatError(error.code, error.message, error.retry_after) from None
+    return model_id
+
+
+def _check_reply_rate(user) -> None:
+    wait = _reply_limiter.hit(user.pk)
+    if wait is not None:
+        raise ChatError("rate_limited", f"You are sending messages too fast; try again in {wait:.0f} s.", wait)
+
+
+def _busy() -> ChatError:
+    return ChatError("busy", "A reply is still being written in this conversation.")
+
+
+async def send_message(user, conversation_id: str | None, content: str, model: str | None,
+                       *, origin: str | None = None, ref: str | None = None) -> Turn:
+    _check_content(content)
+    if conversation_id is None:
+        model = _check_model(model or await run_blocking(default_model_id))
+        _check_reply_rate(user)
+        return await _start_new_conversation(user, content, model, origin, ref)
+    row = await get_row(user, conversation_id)
+    if model is not None and model != row.model:
+        _check_model(model)
+        await run_blocking(conversations.configure, user, row.pk, model=model)
+    _check_reply_rate(user)
+
+    def add_user_message(transcript: Transcript) -> Message:
+        leaf = transcript.active_branch()[-1].id if transcript.active_leaf else None
+        return transcript.add_message(leaf, "user", content)
+
+    return await _claim_and_store(row, add_user_message, origin, ref)
+
+
+async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
+    channel = await get_channel_layer().new_channel("reply.")
+    reply_id = secrets.token_hex(8)
+
+    def create():
+        row, transcript, message = conversations.create_conversation(user, model, content, claim={
+            "reply_message": reply_id, "reply_model": model, "reply_channel": channel,
+            "reply_heartbeat": timezone.now()})
+        conversations.Conversation.objects.filter(pk=row.pk).update(reply_parent=message.id)
+        return row, transcript, message
+
+    row, transcript, message = await run_blocking(create)
+    task = replies.ReplyTask(row=row, reply_id=reply_id, parent_id=message.id, model=model,
+                             model_messages=transcript.model_messages(), channel=channel, title_from=content)
+    return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
+
+
+async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
+    """Claim the reply slot, then store the change; release the slot if storing fails."""
+    channel = await get_channel_layer().new_channel("reply.")
+    reply_id = secrets.token_hex(8)
+    claimed = await run_blocking(replies.claim, row, reply_id, "", row.model, channel)
+    if not claimed:
+        raise _busy()
+    try:
+        transcript, message = await run_blocking(conversations.update_transcript, row, mutate)
+    except BaseException:
+        await run_blocking(replies.release, row, reply_id)
+        raise
+    await run_blocking(lambda: Conversation.objects.filter(pk=row.pk).update(reply_parent=message.id))
+    branch = transcript.active_branch()
+    needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
+    task = replies.ReplyTask(row=row, reply_id=reply_id, parent_id=message.id, model=row.model,
+                             model_messages=transcript.model_messages(), channel=channel,
+                             title_from=branch[0].content if needs_title else None)
+    shown = message_dict(transcript, message) if announce_user_message else None
+    return Turn(row, task, user_message=shown, origin=origin, ref=ref)
+
+
+async def edit_message(user, conversation_id: str, message_id: str, content: str, *, origin=None, ref=None) -> Turn:
+    _check_content(content)
+    row = await get_row(user, conversation_id)
+    _check_reply_rate(user)
+
+    def add_sibling(transcript: Transcript) -> Message:
+        old = transcript.messages.get(message_id)
+        if old is None or old.role != "user":
+            raise not_found()
+        return transcript.add_message(old.parent, "user", content)
+
+    turn = await _claim_and_store(row, add_sibling, origin, ref)
+    turn.reply.title_from = None  # an edit never retitles
+    return turn
+
+
+async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Turn:
+    """A new reply to the last user message of the active branch; the old reply stays a sibling."""
+    row = await get_row(user, conversation_id)
+    _check_reply_rate(user)
+
+    def to_last_user_message(transcript: Transcript) -> Message:
+        message = transcript.last_user_message()
+        if message is None:
+            raise ChatError("invalid_message", "There is no message to reply to.")
+        transcript.active_leaf = message.id  # the new reply's branch; its siblings stay
+        return message
+
+    turn = await _claim_and_store(row, to_last_user_message, origin, ref, announce_user_message=False)
+    turn.reply.title_from = None
+    return turn
+
+
+async def switch_branch(user, conversation_id: str, message_id: str, *, origin=None, ref=None) -> None:
+    row = await get_row(user, conversation_id)
+    if row.reply_message:
+        raise _busy()
+
+    def switch(transcript: Transcript) -> None:
+        if message_id not in transcript.messages:
+            raise not_found()
+        transcript.switch_branch(message_id)
+
+    transcript, _ = await run_blocking(conversations.update_transcript, row, switch, touch=False)
+    state = protocol.conversation_state(conversation_dict(row), branch_dicts(transcript), None)
+    await broadcast.to_conversation(row.pk, state, origin=origin, ref=ref)
+
+
+async def stop_generation(user, conversation_id: str) -> None:
+    row = await get_row(user, conversation_id)
+    if not row.reply_channel:
+        raise ChatError("invalid_message", "No reply is being written in this conversation.")
+    await replies.request_stop(row.reply_channel)
+
+
+async def configure(user, conversation_id: str, *, model: str | None, system_prompt: str | None, origin=None, ref=None) -> None:
+    if model is not None:
+        _check_model(model)
+    row = await run_blocking(conversations.configure, user, conversation_id, model=model, system_prompt=system_prompt)
+    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)), origin=origin, ref=ref)
+
+
+async def rename(user, conversation_id: str, title: str, *, origin=None, ref=None) -> None:
+    row = await run_blocking(conversations.rename, user, conversation_id, title)
+    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)), origin=origin, ref=ref)
+
+
+async def delete(user, conversation_id: str, *, origin=None, ref=None) -> None:
+    await run_blocking(conversations.delete, user, conversation_id)
+    await broadcast.to_user(user.pk, protocol.conversation_deleted(conversation_id), origin=origin, ref=ref)
+
+
+async def share(user, conversation_id: str) -> str:
+    raise ChatError("invalid_message", "Sharing is not available yet.")
+
+
+async def unshare(user, conversation_id: str) -> None:
+    raise ChatError("invalid_message", "Sharing is not available yet.")
+
+
+async def search(user, query: str) -> list[dict]:
+    raise ChatError("invalid_message", "Search is not available yet.")

@@ -1,0 +1,117 @@
+"""HTTP pages: the chat page (server-rendered history), sign-up and exports."""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from chat import conversations, exports
+from chat.backends import available_models, default_model_id
+from chat.errors import ChatError
+from chat.presenters import branch_dicts, conversation_dict
+from chat.services import limits
+
+
+@login_required
+def index(request: HttpRequest) -> HttpResponse:
+    latest = conversations.get_latest_conversation(request.user)
+    if latest is None:
+        return redirect("chat:new")
+    return redirect("chat:conversation", conversation_id=latest.pk)
+
+
+@login_required
+def new_chat(request: HttpRequest) -> HttpResponse:
+    return _chat_page(request, None)
+
+
+@login_required
+def conversation_page(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    return _chat_page(request, conversation_id)
+
+
+def _chat_page(request: HttpRequest, conversation_id: str | None) -> HttpResponse:
+    conversation, messages, status = None, [], 200
+    if conversation_id is not None:
+        try:
+            row, transcript = conversations.get_conversation(request.user, conversation_id)
+        except ChatError as error:
+            if error.code == "not_found":
+                raise Http404("No such conversation") from None
+            # Storage down: the page still opens; the socket will say what is wrong.
+            row, transcript, status = conversations.get_row(request.user, conversation_id), None, 503
+        conversation = conversation_dict(row)
+        messages = branch_dicts(transcript) if transcript else []
+    models = [model.as_dict() for model in available_models()]
+    selected = conversation["model"] if conversation else default_model_id()
+    boot = {
+        "conversation": conversation["id"] if conversation else None,
+        "wsPath": "/ws/chat/",
+        "limits": limits(),
+        "selectedModel": selected,
+        "newChatUrl": reverse("chat:new"),
+        "conversationUrlTemplate": reverse("chat:conversation", args=["__id__"]),
+    }
+    context = {
+        "conversations": [conversation_dict(row) for row in conversations.list_conversations(request.user)],
+        "conversation": conversation,
+        "messages": messages,
+        "models": models,
+        "selected_model": selected,
+        "boot": boot,
+    }
+    return render(request, "chat/chat.html", context, status=status)
+
+
+@login_required
+def export_markdown(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    transcript = _owned_transcript(request, conversation_id)
+    if transcript is None:
+        return _storage_down()
+    response = HttpResponse(exports.to_markdown(transcript), content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{exports.filename(transcript, "md")}"'
+    return response
+
+
+@login_required
+def export_json(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    transcript = _owned_transcript(request, conversation_id)
+    if transcript is None:
+        return _storage_down()
+    body = json.dumps(exports.to_json(transcript), ensure_ascii=False, indent=2)
+    response = HttpResponse(body, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{exports.filename(transcript, "json")}"'
+    return response
+
+
+def _owned_transcript(request: HttpRequest, conversation_id: str):
+    """The user's transcript; 404 for anyone else's; None while storage is down."""
+    try:
+        return conversations.get_conversation(request.user, conversation_id)[1]
+    except ChatError as error:
+        if error.code == "not_found":
+            raise Http404("No such conversation") from None
+        return None
+
+
+def _storage_down() -> HttpResponse:
+    return HttpResponse("Storage is unavailable; try again shortly.", status=503, content_type="text/plain")
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SIGNUP_OPEN:
+        raise Http404("Sign-up is closed")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("chat:index")
+    return render(request, "registration/signup.html", {"form": form})

@@ -1,0 +1,19 @@
+"""ASGI entry point: HTTP goes to Django, WebSockets to the chat consumer."""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_application = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
+
+from consumers.auth import socket_auth  # noqa: E402
+from consumers.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": socket_auth(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -1,0 +1,204 @@
+"""Settings for the chat server.
+
+Every setting is read here, once, from an environment variable with an embedded
+default, so that `python manage.py runserver` works on a fresh machine with no
+configuration at all (SQLite, in-memory channel layer, a local folder for
+transcripts, the local model). Other modules import the values from
+`django.conf.settings`; none of them reads the environment.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in _env(name, default).split(",") if item.strip()]
+
+
+DEBUG = _env_bool("DEBUG", True)
+
+SECRET_KEY = _env("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=0.")
+    # A development key that changes per process start: sessions do not survive
+    # a restart, which is what a developer expects from an unset key.
+    SECRET_KEY = "dev-insecure-" + secrets.token_urlsafe(32)
+
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        _env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the socket workers read while another thread writes.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].update(
+        {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE", "timeout": 20}
+    )
+    # A file, not SQLite's shared-cache memory database: the socket workers write
+    # from several threads, and shared-cache locks are not retried.
+    DATABASES["default"]["TEST"] = {"NAME": _env("TEST_SQLITE_PATH", str(BASE_DIR / ".test-db.sqlite3"))}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:index"
+LOGOUT_REDIRECT_URL = "login"
+SIGNUP_OPEN = _env_bool("SIGNUP_OPEN", True)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if not DEBUG
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- Real time -------------------------------------------------------------
+REDIS_URL = _env("REDIS_URL")
+REDIS_PREFIX = _env("REDIS_PREFIX", "asgi")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": REDIS_PREFIX,
+                # Deltas are coalesced, but a burst must never be dropped silently.
+                "capacity": 1000,
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+# --- Models ----------------------------------------------------------------
+HF_TOKEN = _env("HF_TOKEN")
+HF_BASE_URL = _env("HF_BASE_URL")
+HF_PROVIDER = _env("HF_PROVIDER")
+HF_MODELS = _env_list("HF_MODELS", "google/gemma-2-9b-it")
+HF_TIMEOUT = _env_float("HF_TIMEOUT", 60.0)
+LOCAL_MODEL_PATH = _env("LOCAL_MODEL_PATH")
+LOCAL_MODEL_THREADS = _env_int("LOCAL_MODEL_THREADS", 0)  # 0: let llama.cpp choose
+LOCAL_MODEL_CONTEXT = _env_int("LOCAL_MODEL_CONTEXT", 2048)
+CHAT_MAX_REPLY_TOKENS = _env_int("CHAT_MAX_REPLY_TOKENS", 512)
+
+# --- Conversations ---------------------------------------------------------
+CHAT_DATA_DIR = Path(_env("CHAT_DATA_DIR", str(BASE_DIR / "data" / "conversations")))
+AWS_STORAGE_BUCKET_NAME = _env("AWS_STORAGE_BUCKET_NAME")
+AWS_S3_ENDPOINT_URL = _env("AWS_S3_ENDPOINT_URL") or None
+AWS_S3_REGION_NAME = _env("AWS_S3_REGION_NAME") or None
+AWS_S3_KEY_PREFIX = _env("AWS_S3_KEY_PREFIX")
+CHAT_DEFAULT_SYSTEM_PROMPT = _env("CHAT_DEFAULT_SYSTEM_PROMPT")
+
+# --- Limits a client must respect (sent in `hello.limits`) ------------------
+CHAT_MAX_CONTENT_CHARS = _env_int("CHAT_MAX_CONTENT_CHARS", 16000)
+CHAT_MAX_FRAME_BYTES = _env_int("CHAT_MAX_FRAME_BYTES", 65536)
+CHAT_MAX_TITLE_CHARS = _env_int("CHAT_MAX_TITLE_CHARS", 120)
+CHAT_MAX_SYSTEM_PROMPT_CHARS = _env_int("CHAT_MAX_SYSTEM_PROMPT_CHARS", 4000)
+CHAT_RATE_LIMIT_FRAMES = _env_int("CHAT_RATE_LIMIT_FRAMES", 60)  # frames per window per user
+CHAT_RATE_LIMIT_WINDOW = _env_float("CHAT_RATE_LIMIT_WINDOW", 10.0)  # seconds
+CHAT_RATE_LIMIT_MESSAGES = _env_int("CHAT_RATE_LIMIT_MESSAGES", 20)  # replies started per minute per user
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

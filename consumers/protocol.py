@@ -1,0 +1,190 @@
+"""The WebSocket protocol's message types, version 1 (see docs/protocol.md).
+
+Client frames are parsed and validated here, into a `Request`; server frames are
+built here, one function per type. Nothing else in the project writes a frame by
+hand, so the wire format lives in one place.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_REF_CHARS = 64
+MAX_ID_CHARS = 64
+MAX_QUERY_CHARS = 200
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be served; answered with an `error` frame, never a close."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.retry_after = retry_after
+
+
+# Field kinds: "id" a non-empty id string, "id?" an id or null, "text" a string,
+# "text?" an optional string. `required` fields must be present.
+_ID, _ID_OR_NULL, _TEXT = "id", "id?", "text"
+
+REQUEST_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
+    "conversation.open": {"conversation": (_ID, True)},
+    "message.send": {"conversation": (_ID_OR_NULL, True), "content": (_TEXT, True), "model": (_ID, False)},
+    "message.edit": {"conversation": (_ID, True), "message": (_ID, True), "content": (_TEXT, True)},
+    "message.regenerate": {"conversation": (_ID, True)},
+    "branch.switch": {"conversation": (_ID, True), "message": (_ID, True)},
+    "generation.stop": {"conversation": (_ID, True)},
+    "conversation.configure": {"conversation": (_ID, True), "model": (_ID, False), "system_prompt": (_TEXT, False)},
+    "conversation.rename": {"conversation": (_ID, True), "title": (_TEXT, True)},
+    "conversation.delete": {"conversation": (_ID, True)},
+    "conversation.share": {"conversation": (_ID, True)},
+    "conversation.unshare": {"conversation": (_ID, True)},
+    "conversation.search": {"query": (_TEXT, True)},
+    "ping": {},
+}
+
+
+@dataclass
+class Request:
+    type: str
+    ref: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields.get(name)
+
+    @property
+    def handler_name(self) -> str:
+        """`message.send` is handled by `message_send`, as Channels names its handlers."""
+        return self.type.replace(".", "_")
+
+
+def parse_request(text: str | None, *, max_bytes: int) -> Request:
+    """Parse one client frame; raise ProtocolError with a stable code when it is bad."""
+    if text is None:
+        raise ProtocolError("invalid_message", "Frames must be JSON text, not binary.")
+    if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError("too_large", f"Frames are limited to {max_bytes} bytes.")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_message", "A frame must be a JSON object.")
+    ref = data.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_CHARS):
+        raise ProtocolError("invalid_message", f"`ref` must be a string of at most {MAX_REF_CHARS} characters.")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_message", "A frame needs a string `type`.", ref)
+    if kind not in REQUEST_FIELDS:
+        raise ProtocolError("invalid_message", f"Unknown frame type {kind[:40]!r}.", ref)
+    fields = {}
+    for name, (kind_of_field, required) in REQUEST_FIELDS[kind].items():
+        if name not in data:
+            if required:
+                raise ProtocolError("invalid_message", f"`{kind}` needs the field `{name}`.", ref)
+            continue
+        fields[name] = _check_field(kind, name, kind_of_field, data[name], ref)
+    return Request(type=kind, ref=ref, fields=fields)
+
+
+def _check_field(frame_type: str, name: str, kind: str, value: Any, ref: str | None) -> Any:
+    if kind == _ID_OR_NULL and value is None:
+        return None
+    if kind in (_ID, _ID_OR_NULL):
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+            raise ProtocolError("invalid_message", f"`{name}` in `{frame_type}` must be an id string.", ref)
+        return value
+    if not isinstance(value, str):
+        raise ProtocolError("invalid_message", f"`{name}` in `{frame_type}` must be a string.", ref)
+    return value
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- Server frames ----------------------------------------------------------
+
+
+def _with_ref(frame: dict[str, Any], ref: str | None) -> dict[str, Any]:
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def hello(user: dict, models: list[dict], conversations: list[dict], limits: dict) -> dict:
+    return {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "user": user,
+        "models": models,
+        "conversations": conversations,
+        "limits": limits,
+    }
+
+
+def error(code: str, message: str, ref: str | None = None, retry_after: float | None = None) -> dict:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    return _with_ref(frame, ref)
+
+
+def pong(ref: str | None = None) -> dict:
+    return _with_ref({"type": "pong"}, ref)
+
+
+def conversation_state(conversation: dict, messages: list[dict], generating: dict | None, ref=None) -> dict:
+    return _with_ref(
+        {"type": "conversation.state", "conversation": conversation, "messages": messages, "generating": generating},
+        ref,
+    )
+
+
+def conversation_created(conversation: dict, ref: str | None = None) -> dict:
+    return _with_ref({"type": "conversation.created", "conversation": conversation}, ref)
+
+
+def conversation_updated(conversation: dict, ref: str | None = None) -> dict:
+    return _with_ref({"type": "conversation.updated", "conversation": conversation}, ref)
+
+
+def conversation_deleted(conversation_id: str, ref: str | None = None) -> dict:
+    return _with_ref({"type": "conversation.deleted", "conversation": conversation_id}, ref)
+
+
+def conversation_shared(conversation_id: str, url: str | None, ref: str | None = None) -> dict:
+    return _with_ref({"type": "conversation.shared", "conversation": conversation_id, "url": url}, ref)
+
+
+def search_results(query: str, results: list[dict], ref: str | None = None) -> dict:
+    return _with_ref({"type": "search.results", "query": query, "results": results}, ref)
+
+
+def message_created(conversation_id: str, message: dict, ref: str | None = None) -> dict:
+    return _with_ref({"type": "message.created", "conversation": conversation_id, "message": message}, ref)
+
+
+def reply_started(conversation_id: str, message_id: str, parent: str, model: str) -> dict:
+    return {"type": "reply.started", "conversation": conversation_id, "message": message_id, "parent": parent, "model": model}
+
+
+def reply_delta(conversation_id: str, message_id: str, seq: int, delta: str, html: dict) -> dict:
+    return {"type": "reply.delta", "conversation": conversation_id, "message": message_id, "seq": seq, "delta": delta, "html": html}
+
+
+def reply_completed(conversation_id: str, message: dict, stopped: bool) -> dict:
+    return {"type": "reply.completed", "conversation": conversation_id, "message": message, "stopped": stopped}
+
+
+def reply_failed(conversation_id: str, message: dict, code: str, text: str, retry_after: float | None = None) -> dict:
+    failure: dict[str, Any] = {"code": code, "message": text}
+    if retry_after is not None:
+        failure["retry_after"] = retry_after
+    return {"type": "reply.failed", "conversation": conversation_id, "message": message, "error": failure}
