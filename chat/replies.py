@@ -244,6 +244,7 @@ class ReplyTask:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                logger.warning("reply control channel failed", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
             if event.get("type") == "reply.stop":
@@ -274,7 +275,7 @@ class ReplyTask:
                 self.conversation_id, {**_unstored_dict(fallback)}, "storage_unavailable",
                 "The reply could not be saved: storage is unavailable."))
             return
-        shown = message_dict(transcript, message)
+        shown = await run_blocking(message_dict, transcript, message)  # renders the whole reply once
         if self.failure:
             await self._broadcast(protocol.reply_failed(self.conversation_id, shown, self.failure.code,
                                                         self.failure.message, self.failure.retry_after))

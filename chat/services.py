@@ -58,10 +58,11 @@ class Opening:
 
     row: Conversation
     transcript: Transcript
+    messages: list[dict]  # rendered off the event loop: Markdown costs about 1 ms per KB
     reply_channel: str | None
 
     def state(self, generating: dict | None, ref: str | None = None) -> dict:
-        return protocol.conversation_state(conversation_dict(self.row), branch_dicts(self.transcript), generating, ref)
+        return protocol.conversation_state(conversation_dict(self.row), self.messages, generating, ref)
 
 
 async def get_row(user, conversation_id: str) -> Conversation:
@@ -73,7 +74,8 @@ async def open_conversation(row: Conversation) -> Opening:
         row.refresh_from_db()
         if row.reply_message:
             replies.recover_if_stale(row)
-        return Opening(row, conversations.load_transcript(row), row.reply_channel or None)
+        transcript = conversations.load_transcript(row)
+        return Opening(row, transcript, branch_dicts(transcript), row.reply_channel or None)
 
     return await run_blocking(load)
 
@@ -126,6 +128,7 @@ def _check_model(model_id: str) -> str:
 
 
 def _check_reply_rate(user) -> None:
+    _reply_limiter.limit = settings.CHAT_RATE_LIMIT_MESSAGES  # read now, not at import
     wait = _reply_limiter.hit(user.pk)
     if wait is not None:
         raise ChatError("rate_limited", f"You are sending messages too fast; try again in {wait:.0f} s.", wait)
@@ -156,7 +159,9 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
 
 
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
-    channel = await get_channel_layer().new_channel("reply.")
+    # The default prefix matters with Redis: every process-local channel must share
+    # one real channel, or one blocking receive starves the others.
+    channel = await get_channel_layer().new_channel()
     reply_id = secrets.token_hex(8)
 
     def create():
@@ -174,7 +179,7 @@ async def _start_new_conversation(user, content: str, model: str, origin, ref) -
 
 async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
     """Claim the reply slot, then store the change; release the slot if storing fails."""
-    channel = await get_channel_layer().new_channel("reply.")
+    channel = await get_channel_layer().new_channel()
     reply_id = secrets.token_hex(8)
     claimed = await run_blocking(replies.claim, row, reply_id, "", row.model, channel)
     if not claimed:
@@ -237,8 +242,11 @@ async def switch_branch(user, conversation_id: str, message_id: str, *, origin=N
             raise not_found()
         transcript.switch_branch(message_id)
 
-    transcript, _ = await run_blocking(conversations.update_transcript, row, switch, touch=False)
-    state = protocol.conversation_state(conversation_dict(row), branch_dicts(transcript), None)
+    def switch_and_render() -> list[dict]:
+        transcript, _ = conversations.update_transcript(row, switch, touch=False)
+        return branch_dicts(transcript)
+
+    state = protocol.conversation_state(conversation_dict(row), await run_blocking(switch_and_render), None)
     await broadcast.to_conversation(row.pk, state, origin=origin, ref=ref)
 
 
@@ -267,12 +275,31 @@ async def delete(user, conversation_id: str, *, origin=None, ref=None) -> None:
 
 
 async def share(user, conversation_id: str) -> str:
-    raise ChatError("invalid_message", "Sharing is not available yet.")
+    """Publish a snapshot of the active branch; returns the link as a path (`/s/<token>/`).
+
+    Sharing again replaces the snapshot and the link. Every tab of the user hears
+    `conversation.updated` (its `shared` is now true); the asking socket also gets
+    `conversation.shared` with the URL, which is never sent anywhere else.
+    """
+    from chat import sharing
+
+    row, url = await run_blocking(sharing.share, user, conversation_id)
+    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)))
+    return url
 
 
 async def unshare(user, conversation_id: str) -> None:
-    raise ChatError("invalid_message", "Sharing is not available yet.")
+    """Withdraw the link; it answers 404 from the moment this returns."""
+    from chat import sharing
+
+    row = await run_blocking(sharing.unshare, user, conversation_id)
+    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)))
 
 
 async def search(user, query: str) -> list[dict]:
-    raise ChatError("invalid_message", "Search is not available yet.")
+    """Full-text search over the titles and messages of the user's conversations (chat/search.py)."""
+    from chat import search as search_index
+
+    if len(query) > protocol.MAX_QUERY_CHARS:
+        raise ChatError("too_large", f"Search queries are limited to {protocol.MAX_QUERY_CHARS} characters.")
+    return await run_blocking(search_index.search, user, query)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -113,7 +114,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     # A file, not SQLite's shared-cache memory database: the socket workers write
     # from several threads, and shared-cache locks are not retried.
-    DATABASES["default"]["TEST"] = {"NAME": _env("TEST_SQLITE_PATH", str(BASE_DIR / ".test-db.sqlite3"))}
+    # One file per test process, so that concurrent test runs never share one.
+    DATABASES["default"]["TEST"] = {
+        "NAME": _env("TEST_SQLITE_PATH", str(Path(tempfile.gettempdir()) / f"chat-test-{os.getpid()}.sqlite3"))
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -182,7 +186,7 @@ LOCAL_MODEL_CONTEXT = _env_int("LOCAL_MODEL_CONTEXT", 2048)
 CHAT_MAX_REPLY_TOKENS = _env_int("CHAT_MAX_REPLY_TOKENS", 512)
 
 # --- Conversations ---------------------------------------------------------
-CHAT_DATA_DIR = Path(_env("CHAT_DATA_DIR", str(BASE_DIR / "data" / "conversations")))
+CHAT_DATA_DIR = Path(_env("CHAT_DATA_DIR", str(BASE_DIR / "data")))
 AWS_STORAGE_BUCKET_NAME = _env("AWS_STORAGE_BUCKET_NAME")
 AWS_S3_ENDPOINT_URL = _env("AWS_S3_ENDPOINT_URL") or None
 AWS_S3_REGION_NAME = _env("AWS_S3_REGION_NAME") or None

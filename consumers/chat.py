@@ -43,6 +43,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     user = None
     watching: str | None = None
     resume: Resume | None = None
+    floor: tuple[str | None, int] = (None, 0)  # (reply, seq): older deltas are in the snapshot
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -65,17 +66,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(conversation_group(self.watching), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.user is None:
+            return  # refused at connect (4401) and closing
         ref = None
         try:
+            wait = self.frame_wait()  # every frame counts, unreadable ones too
             request = protocol.parse_request(text_data, max_bytes=settings.CHAT_MAX_FRAME_BYTES)
             ref = request.ref
-            wait = self.frame_limiter.hit(self.user.pk)
             if wait is not None:
                 raise ChatError("rate_limited", f"Too many frames; try again in {wait:.0f} s.", wait)
             await getattr(self, request.handler_name)(request)
         except (ProtocolError, ChatError) as failure:
             ref = getattr(failure, "ref", None) or ref
             await self.send_frame(protocol.error(failure.code, failure.message, ref, failure.retry_after))
+
+    def frame_wait(self) -> float | None:
+        """Seconds this user must wait before sending frames again, or None.
+
+        The limits are read from the settings at each frame, not when the class is
+        defined, so that a change of settings takes effect.
+        """
+        limiter = self.frame_limiter
+        limiter.limit, limiter.window = settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW
+        return limiter.hit(self.user.pk)
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=protocol.encode(frame))
@@ -160,6 +173,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if self.resume is not None:
                 self.resume.buffered.append(event)
                 return
+            if event.get("reply") is not None and event["reply"] == self.floor[0] and event["seq"] < self.floor[1]:
+                return  # sent before the snapshot this socket resumed from, which holds it already
         text = event["ref_text"] if event.get("origin") == self.channel_name else event["text"]
         await self.send(text_data=text)
 
@@ -169,6 +184,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.resume = None
         generating = event["generating"]
+        self.floor = (generating["message"], generating["seq"])
         await self.send_frame(resume.opening.state(generating, resume.ref))
         for buffered in resume.buffered:
             if buffered.get("reply") == generating["message"] and buffered.get("seq", -1) < generating["seq"]:
