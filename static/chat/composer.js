@@ -1,0 +1,113 @@
+// The composer: a textarea that grows with its text (up to a maximum height, then
+// scrolls), Enter to send and Shift+Enter for a new line, a character counter against
+// `limits.max_content_chars`, and a send button that is disabled, with the reason
+// shown under the box, whenever a message cannot be sent (offline, a reply in
+// progress, too fast, too long).
+//
+// The textarea itself stays editable while sending is blocked, so that a draft can be
+// written while offline or while a reply is being written.
+
+export class Composer {
+  constructor({ form, textarea, sendButton, hint, counter, onSubmit }) {
+    Object.assign(this, { form, textarea, sendButton, hint, counter, onSubmit });
+    this.limit = null;
+    this.blockedReason = null; // from app.js: why sending is not possible now
+    this.idleHint = hint.textContent;
+
+    textarea.addEventListener("input", () => this.update());
+    textarea.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.shiftKey || event.altKey || event.ctrlKey || event.metaKey) return;
+      if (event.isComposing || event.keyCode === 229) return; // an input method is composing
+      event.preventDefault();
+      this.submit();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.submit();
+    });
+    this.update();
+  }
+
+  get value() {
+    return this.textarea.value;
+  }
+
+  setLimit(limit) {
+    const n = Number(limit);
+    this.limit = Number.isFinite(n) && n > 0 ? n : null;
+    this.update();
+  }
+
+  /** reason: null when sending is possible, else the sentence shown to the user. */
+  setBlocked(reason) {
+    this.blockedReason = reason || null;
+    this.update();
+  }
+
+  /** Why the current text cannot be sent, or null. */
+  problem() {
+    if (this.blockedReason) return this.blockedReason;
+    if (this.limit && this.value.length > this.limit) {
+      const over = this.value.length - this.limit;
+      return `Too long by ${over.toLocaleString()} character${over === 1 ? "" : "s"} (the limit is ${this.limit.toLocaleString()}).`;
+    }
+    return null;
+  }
+
+  submit() {
+    const problem = this.problem();
+    if (problem) {
+      this.flashHint();
+      return;
+    }
+    if (!this.value.trim()) return;
+    this.onSubmit(this.value);
+  }
+
+  clear() {
+    this.textarea.value = "";
+    this.update();
+  }
+
+  /** Puts back a text that could not be sent, unless the user has typed something else since. */
+  restore(text) {
+    if (!text || this.value.trim()) return;
+    this.textarea.value = text;
+    this.update();
+  }
+
+  focus() {
+    this.textarea.focus();
+  }
+
+  update() {
+    this.autoGrow();
+    const length = this.value.length;
+    if (this.limit) {
+      this.counter.textContent = `${length.toLocaleString()} / ${this.limit.toLocaleString()}`;
+      this.counter.classList.toggle("is-over", length > this.limit);
+      this.counter.classList.toggle("is-near", length <= this.limit && length > this.limit * 0.9);
+    } else {
+      this.counter.textContent = length ? length.toLocaleString() : "";
+    }
+    const problem = this.problem();
+    this.sendButton.disabled = Boolean(problem) || !this.value.trim();
+    this.hint.textContent = problem || this.idleHint;
+    this.hint.classList.toggle("is-problem", Boolean(problem));
+    this.form.dataset.state = this.blockedReason ? "blocked" : problem ? "invalid" : "ready";
+    this.textarea.setAttribute("aria-invalid", this.limit && length > this.limit ? "true" : "false");
+  }
+
+  /** Height follows the text; CSS max-height caps it and the textarea scrolls beyond. */
+  autoGrow() {
+    const t = this.textarea;
+    t.style.height = "auto"; // CSSOM, allowed by the Content-Security-Policy
+    t.style.height = `${t.scrollHeight + (t.offsetHeight - t.clientHeight)}px`;
+  }
+
+  flashHint() {
+    this.hint.classList.remove("is-flash");
+    void this.hint.offsetWidth;
+    this.hint.classList.add("is-flash");
+  }
+}

@@ -1,0 +1,659 @@
+// The message pane: the active branch of the open conversation, the reply being
+// streamed into it, the inline editor, and scrolling.
+//
+// The pane keeps one entry per shown message, in branch order:
+//   { msg, el, pending, stream, error }
+//   msg      the protocol's message object (for a pending message: a local stand-in)
+//   pending  null, or { ref, connectionId } for a user message sent but not yet stored
+//   stream   null, or { expectedSeq, content, done, tail, body } while a reply is written
+//   error    null, or { text, detail } for a failed reply
+// It does not talk to the socket: protocol actions go to onAction(action, detail), and
+// the streaming methods return "ok", "duplicate", "gap" or "unknown" so that app.js can
+// decide to resynchronise.
+
+import {
+  buildEditor,
+  buildFooter,
+  buildMessage,
+  codeTextFor,
+  copyText,
+  enhanceRenderedHtml,
+  flashButton,
+  h,
+  openInNewTab,
+} from "./render.js";
+import { describeError } from "./errors.js";
+
+const NEAR_BOTTOM_PX = 80;
+
+export class MessagePane {
+  constructor({ list, scroller, jumpButton, emptyState, announcer, onAction }) {
+    this.list = list;
+    this.announcer = announcer;
+    this.scroller = scroller;
+    this.jumpButton = jumpButton;
+    this.emptyState = emptyState;
+    this.onAction = onAction;
+    this.entries = [];
+    this.online = false;
+    this.loading = false;
+    this.stickToBottom = true;
+
+    this.lastScrollTop = 0;
+    this.scroller.addEventListener("scroll", () => this.onScroll(), { passive: true });
+    // The pane gets shorter when the composer grows or the keyboard opens: stay at the bottom.
+    if (window.ResizeObserver) new ResizeObserver(() => this.followIfStuck()).observe(this.scroller);
+    this.jumpButton.addEventListener("click", () => {
+      this.scrollToBottom();
+      this.jumpButton.hidden = true;
+    });
+    this.list.addEventListener("click", (event) => this.onClick(event));
+    this.list.addEventListener("submit", (event) => this.onEditorSubmit(event));
+    this.list.addEventListener("keydown", (event) => this.onEditorKeydown(event));
+  }
+
+  // --- Reading the state ---------------------------------------------------------
+
+  get generating() {
+    return this.entries.find((entry) => entry.stream) || null;
+  }
+
+  get busy() {
+    return Boolean(this.generating);
+  }
+
+  hasPending() {
+    return this.entries.some((entry) => entry.pending);
+  }
+
+  /** Id of the last stored message of the branch (the parent of the next message). */
+  lastMessageId() {
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      if (!this.entries[i].pending) return this.entries[i].msg.id;
+    }
+    return null;
+  }
+
+  find(id) {
+    return this.entries.find((entry) => entry.msg.id === id) || null;
+  }
+
+  indexOf(id) {
+    return this.entries.findIndex((entry) => entry.msg.id === id);
+  }
+
+  // --- Whole-pane changes ----------------------------------------------------------
+
+  /** Reads the messages the server rendered into the page, then renders them again with their controls. */
+  hydrateFromDom() {
+    const entries = [];
+    for (const article of this.list.querySelectorAll('[data-testid="message"]')) {
+      const body = article.querySelector('[data-testid="message-body"]');
+      const role = article.dataset.role === "user" ? "user" : "assistant";
+      entries.push({
+        msg: {
+          id: article.dataset.id,
+          parent: article.dataset.parent || null,
+          role,
+          content: role === "user" && body ? body.textContent : "",
+          html: role === "assistant" && body ? body.innerHTML : "",
+          model: article.dataset.model || null,
+          status: article.dataset.status || null,
+          siblings: (article.dataset.siblings || "").split(" ").filter(Boolean),
+        },
+        el: null,
+        pending: null,
+        stream: null,
+        error: article.dataset.status === "failed" ? failureOf(null) : null,
+      });
+    }
+    this.entries = entries;
+    this.renderAll();
+    this.scrollToBottom();
+  }
+
+  clear() {
+    this.entries = [];
+    this.loading = false;
+    this.renderAll();
+  }
+
+  showLoading() {
+    this.entries = [];
+    this.loading = true;
+    this.renderAll();
+  }
+
+  /**
+   * Applies `conversation.state`: the active branch and the reply in progress.
+   * Pending messages already stored (found in `messages`) are dropped; those sent on
+   * an earlier connection and not found were lost and are returned, so that their text
+   * can be given back to the user; those sent on this connection stay at the end.
+   */
+  setState(messages, generating, connectionId) {
+    const lost = [];
+    const keep = [];
+    for (const entry of this.entries) {
+      if (!entry.pending) continue;
+      const stored = messages.some(
+        (m) => m.role === "user" && sameText(m.content, entry.msg.content) && (m.parent || null) === (entry.msg.parent || null),
+      );
+      if (stored) continue;
+      if (entry.pending.connectionId !== connectionId) lost.push(entry.msg.content);
+      else keep.push(entry);
+    }
+
+    const entries = [];
+    for (const msg of messages) {
+      if (generating && msg.id === generating.message) continue; // shown as the reply in progress
+      entries.push({ msg, el: null, pending: null, stream: null, error: msg.status === "failed" ? failureOf(msg.error) : null });
+    }
+    if (generating) {
+      const stored = messages.find((m) => m.id === generating.message);
+      const parent = (stored && stored.parent) || (entries.length ? entries[entries.length - 1].msg.id : null);
+      entries.push(this.newStreamEntry({
+        id: generating.message,
+        parent,
+        model: generating.model || (stored && stored.model) || null,
+        siblings: (stored && stored.siblings) || [],
+        seq: Number(generating.seq) || 0,
+        html: generating.html,
+        tail: generating.tail,
+        content: generating.content || "",
+      }));
+    }
+    for (const entry of keep) {
+      entry.el = null;
+      entries.push(entry);
+    }
+    this.entries = entries;
+    this.loading = false;
+    this.renderAll();
+    return { lost };
+  }
+
+  // --- Optimistic user messages ---------------------------------------------------
+
+  addPending({ ref, content, parent, connectionId }) {
+    const entry = {
+      msg: { id: `pending-${ref}`, parent, role: "user", content, siblings: [] },
+      el: null,
+      pending: { ref, connectionId },
+      stream: null,
+      error: null,
+    };
+    this.entries.push(entry);
+    this.loading = false;
+    this.appendEntryElement(entry);
+    this.refreshFooters();
+    this.scrollToBottom();
+  }
+
+  /** Removes a pending message (its send failed); returns its text, or null. */
+  removePending(ref) {
+    const index = this.entries.findIndex((entry) => entry.pending && entry.pending.ref === ref);
+    if (index < 0) return null;
+    const [entry] = this.entries.splice(index, 1);
+    entry.el.remove();
+    this.afterStructureChange();
+    return entry.msg.content;
+  }
+
+  /** Drops every pending message (the connection they went out on is gone); returns their texts. */
+  takeAllPending() {
+    const texts = [];
+    for (const entry of this.entries.filter((e) => e.pending)) texts.push(this.removePending(entry.pending.ref));
+    return texts;
+  }
+
+  /**
+   * The optimistic side of an edit: the edited message and everything after it make
+   * way for the new text, shown as pending until `message.created` arrives.
+   */
+  replaceWithPendingEdit(messageId, { ref, content, connectionId }) {
+    const index = this.indexOf(messageId);
+    if (index < 0) return false;
+    const parent = this.entries[index].msg.parent || null;
+    this.truncateFrom(index);
+    this.addPending({ ref, content, parent, connectionId });
+    return true;
+  }
+
+  /** `message.created`: reconciles a pending message, or adds a message sent elsewhere. */
+  receiveUserMessage(msg, ref) {
+    const existing = this.find(msg.id);
+    if (existing) {
+      existing.msg = msg;
+      this.rerenderEntry(existing);
+      return "ok";
+    }
+    const pending = this.matchPending(msg, ref);
+    if (pending) {
+      pending.msg = msg;
+      pending.pending = null;
+      this.rerenderEntry(pending);
+      this.refreshFooters();
+      return "ok";
+    }
+    if (!this.placeAfterParent(msg.parent)) return "unknown";
+    const entry = { msg, el: null, pending: null, stream: null, error: null };
+    this.entries.push(entry);
+    this.appendEntryElement(entry);
+    this.afterStructureChange();
+    return "ok";
+  }
+
+  matchPending(msg, ref) {
+    const pendings = this.entries.filter((entry) => entry.pending);
+    if (!pendings.length || msg.role !== "user") return null;
+    if (ref) {
+      const byRef = pendings.find((entry) => entry.pending.ref === ref);
+      if (byRef) return byRef;
+    }
+    const byText = pendings.find(
+      (entry) => sameText(entry.msg.content, msg.content) && (entry.msg.parent || null) === (msg.parent || null),
+    );
+    if (byText) return byText;
+    return !ref && pendings.length === 1 ? pendings[0] : null;
+  }
+
+  // --- Streaming ---------------------------------------------------------------------
+
+  /** `reply.started`: a bubble in the generating state under `parent`. */
+  startReply({ id, parent, model }) {
+    // Already shown (streaming, or already finished when a late frame is replayed): nothing to do.
+    if (this.find(id)) return "ok";
+    const parentIndex = parent ? this.indexOf(parent) : -1;
+    if (parent && parentIndex < 0) return "unknown";
+    // A regenerated reply replaces the old one on screen; the old one becomes a sibling.
+    const replaced = this.entries[parentIndex + 1];
+    let siblings = [id];
+    if (replaced && !replaced.pending && replaced.msg.role === "assistant" && (replaced.msg.parent || null) === (parent || null)) {
+      const old = replaced.msg.siblings && replaced.msg.siblings.length ? replaced.msg.siblings : [replaced.msg.id];
+      siblings = old.includes(id) ? old : [...old, id];
+    }
+    // Pending messages of this socket stay (they are waiting for their own answer).
+    const pendings = this.entries.slice(parentIndex + 1).filter((entry) => entry.pending);
+    this.truncateFrom(parentIndex + 1);
+    const entry = this.newStreamEntry({ id, parent: parent || null, model: model || null, siblings, seq: 0, html: null, tail: null, content: "" });
+    this.entries.push(entry);
+    this.appendEntryElement(entry);
+    for (const p of pendings) {
+      this.entries.push(p);
+      this.appendEntryElement(p);
+    }
+    this.afterStructureChange();
+    this.followIfStuck();
+    return "ok";
+  }
+
+  /**
+   * `reply.delta`: applies it if its seq is the expected one.
+   * "duplicate" (seq below: ignored), "gap" (seq above: the caller resynchronises),
+   * "unknown" (no such reply being written here).
+   */
+  applyDelta(frame) {
+    const entry = this.find(frame.message);
+    if (!entry || !entry.stream) return "unknown";
+    const stream = entry.stream;
+    const seq = Number(frame.seq);
+    if (!Number.isInteger(seq)) return "gap";
+    if (seq < stream.expectedSeq) return "duplicate";
+    if (seq > stream.expectedSeq) return "gap";
+    stream.expectedSeq = seq + 1;
+    stream.content += frame.delta || "";
+    const html = frame.html;
+    if (html && typeof html === "object") {
+      if (html.append) stream.done.insertAdjacentHTML("beforeend", html.append); // sanitized by the server
+      stream.tail.innerHTML = html.tail || ""; // sanitized by the server
+    } else if (frame.delta) {
+      // No HTML in the frame: show the text as text until the reply completes.
+      stream.tail.append(document.createTextNode(frame.delta));
+    }
+    entry.el.classList.toggle("has-text", stream.content.length > 0);
+    this.followIfStuck();
+    return "ok";
+  }
+
+  /** `reply.completed` / `reply.failed`: the stored reply replaces the streamed one. */
+  finishReply(msg, { stopped = false, error = null } = {}) {
+    const finished = { ...msg };
+    if (stopped && !finished.status) finished.status = "stopped";
+    if (error && !finished.status) finished.status = "failed";
+    let entry = this.find(msg.id);
+    if (!entry) {
+      if (!this.placeAfterParent(msg.parent)) return "unknown";
+      entry = { msg: finished, el: null, pending: null, stream: null, error: null };
+      this.entries.push(entry);
+    }
+    const wasStreaming = Boolean(entry.stream);
+    entry.msg = finished;
+    entry.stream = null;
+    entry.error = finished.status === "failed" ? failureOf(error || msg.error) : null;
+    if (entry.el) this.rerenderEntry(entry);
+    else this.appendEntryElement(entry);
+    this.afterStructureChange();
+    this.followIfStuck();
+    if (wasStreaming) this.announce(entry);
+    return "ok";
+  }
+
+  /**
+   * Screen readers: the streaming body is aria-live but aria-busy (no chatter per
+   * delta); the finished reply is read once from a live region that stays in place.
+   */
+  announce(entry) {
+    if (!this.announcer) return;
+    const body = entry.el.querySelector('[data-testid="message-body"]');
+    const text = (body ? body.textContent : "").trim().slice(0, 4000);
+    let message;
+    if (entry.msg.status === "failed") message = `The reply failed. ${entry.error ? entry.error.text : ""} ${text}`;
+    else if (entry.msg.status === "stopped") message = `Reply stopped: ${text}`;
+    else message = `Reply: ${text}`;
+    this.announcer.textContent = "";
+    window.setTimeout(() => {
+      this.announcer.textContent = message;
+    }, 50);
+  }
+
+  /** The Stop button was pressed: show that the stop is on its way. */
+  markStopping(id) {
+    const entry = id ? this.find(id) : this.generating;
+    if (!entry || !entry.el) return;
+    const button = entry.el.querySelector('[data-action="stop"]');
+    if (button) {
+      button.disabled = true;
+      button.lastElementChild.textContent = " Stopping…";
+    }
+  }
+
+  unmarkStopping() {
+    const entry = this.generating;
+    const button = entry && entry.el && entry.el.querySelector('[data-action="stop"]');
+    if (button) {
+      button.disabled = false;
+      button.lastElementChild.textContent = " Stop";
+    }
+  }
+
+  /**
+   * A reply being written. From `conversation.state.generating`: `html` is the HTML of
+   * the finished blocks and `tail` that of the open block (docs/protocol.md); an
+   * {append, tail} object is accepted too. Without HTML, the text so far is shown as text.
+   */
+  newStreamEntry({ id, parent, model, siblings, seq, html, tail, content }) {
+    const msg = { id, parent, role: "assistant", content, html: "", model, status: null, siblings };
+    const entry = { msg, el: null, pending: null, stream: { expectedSeq: seq, content, done: null, tail: null, body: null }, error: null };
+    entry.el = this.buildElement(entry, true);
+    const stream = entry.stream;
+    stream.body = entry.el.querySelector(".message-body");
+    stream.done = stream.body.querySelector(".md-done");
+    stream.tail = stream.body.querySelector(".md-tail");
+    if (html && typeof html === "object") {
+      // Sanitized by the server: the finished blocks so far, and the unfinished one.
+      stream.done.innerHTML = html.append || "";
+      stream.tail.innerHTML = html.tail || "";
+    } else if (typeof html === "string" && (html || tail)) {
+      stream.done.innerHTML = html; // sanitized by the server
+      stream.tail.innerHTML = typeof tail === "string" ? tail : ""; // sanitized by the server
+    } else if (content) {
+      stream.done.append(h("div", { className: "message-text", text: content }));
+    }
+    entry.el.classList.toggle("has-text", content.length > 0);
+    return entry;
+  }
+
+  // --- Online / busy -----------------------------------------------------------------
+
+  setOnline(online) {
+    if (this.online === online) return;
+    this.online = online;
+    this.refreshFooters();
+  }
+
+  get locked() {
+    return !this.online || this.busy;
+  }
+
+  // --- Rendering ---------------------------------------------------------------------
+
+  buildElement(entry, isLast) {
+    return buildMessage(entry.msg, {
+      isLast,
+      locked: this.locked,
+      pending: Boolean(entry.pending),
+      generating: Boolean(entry.stream),
+      error: entry.error,
+    });
+  }
+
+  renderAll() {
+    const focus = rememberFocus(this.list);
+    const fragment = document.createDocumentFragment();
+    this.entries.forEach((entry, index) => {
+      if (!entry.el || !entry.stream) entry.el = this.buildElement(entry, index === this.entries.length - 1);
+      fragment.append(entry.el);
+    });
+    if (this.loading) {
+      fragment.append(
+        h("div", { className: "pane-loading", dataset: { testid: "pane-loading" }, attrs: { role: "status" } },
+          h("span", { className: "spinner-border spinner-border-sm", attrs: { "aria-hidden": "true" } }),
+          h("span", { text: " Loading conversation…" })),
+      );
+    }
+    this.list.replaceChildren(fragment);
+    this.afterStructureChange(false);
+    restoreFocus(this.list, focus);
+    this.scrollToBottom();
+  }
+
+  appendEntryElement(entry) {
+    const loading = this.list.querySelector(".pane-loading");
+    if (loading) loading.remove();
+    this.loading = false;
+    if (!entry.el) entry.el = this.buildElement(entry, true);
+    this.list.append(entry.el);
+    this.emptyState.hidden = true;
+  }
+
+  rerenderEntry(entry) {
+    const index = this.entries.indexOf(entry);
+    const fresh = this.buildElement(entry, index === this.entries.length - 1);
+    if (entry.el && entry.el.parentNode) entry.el.replaceWith(fresh);
+    else this.list.append(fresh);
+    entry.el = fresh;
+  }
+
+  /** Rebuilds the footers (versions, actions) of all messages: which one is last, and what is locked. */
+  refreshFooters() {
+    const focus = rememberFocus(this.list);
+    const locked = this.locked;
+    this.entries.forEach((entry, index) => {
+      if (!entry.el) return;
+      const footer = buildFooter(entry.msg, {
+        isLast: index === this.entries.length - 1,
+        locked,
+        pending: Boolean(entry.pending),
+        generating: Boolean(entry.stream),
+      });
+      const old = entry.el.querySelector(":scope > .message-footer");
+      if (old) old.replaceWith(footer);
+      else entry.el.append(footer);
+    });
+    restoreFocus(this.list, focus);
+  }
+
+  afterStructureChange(refresh = true) {
+    if (refresh) this.refreshFooters();
+    this.emptyState.hidden = this.entries.length > 0 || this.loading;
+    this.list.dataset.busy = this.busy ? "true" : "false";
+    this.onAction("changed", {});
+  }
+
+  /** Removes the entries from `index` on (DOM included). */
+  truncateFrom(index) {
+    for (const entry of this.entries.splice(Math.max(0, index))) {
+      if (entry.el) entry.el.remove();
+    }
+  }
+
+  /** Makes `parent` (null: the root) the last shown message; false if it is not shown. */
+  placeAfterParent(parent) {
+    if (!parent) {
+      this.truncateFrom(0);
+      return true;
+    }
+    const index = this.indexOf(parent);
+    if (index < 0) return false;
+    this.truncateFrom(index + 1);
+    return true;
+  }
+
+  // --- Editing -----------------------------------------------------------------------
+
+  beginEdit(id) {
+    const entry = this.find(id);
+    if (!entry || entry.msg.role !== "user" || entry.pending || !entry.el) return;
+    this.cancelEdits();
+    const editor = buildEditor(entry.msg.content || "");
+    editor.dataset.messageId = id;
+    entry.el.classList.add("is-editing");
+    entry.el.querySelector(".message-bubble").after(editor);
+    const textarea = editor.querySelector("textarea");
+    textarea.focus();
+    textarea.setSelectionRange(textarea.value.length, textarea.value.length);
+  }
+
+  cancelEdits() {
+    for (const editor of this.list.querySelectorAll(".message-editor")) {
+      const article = editor.closest('[data-testid="message"]');
+      editor.remove();
+      if (article) {
+        article.classList.remove("is-editing");
+        const button = article.querySelector('[data-action="edit"]');
+        if (button) button.focus();
+      }
+    }
+  }
+
+  onEditorSubmit(event) {
+    const editor = event.target.closest(".message-editor");
+    if (!editor) return;
+    event.preventDefault();
+    const content = editor.querySelector("textarea").value;
+    if (!content.trim()) return;
+    this.onAction("edit-submit", { id: editor.dataset.messageId, content });
+  }
+
+  onEditorKeydown(event) {
+    const textarea = event.target.closest(".message-editor textarea");
+    if (!textarea) return;
+    if (event.key === "Escape") {
+      event.preventDefault();
+      this.cancelEdits();
+    } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      textarea.form.requestSubmit();
+    }
+  }
+
+  // --- Clicks ------------------------------------------------------------------------
+
+  onClick(event) {
+    const link = event.target.closest(".markdown-body a[href]");
+    if (link) {
+      openInNewTab(link);
+      return;
+    }
+    const button = event.target.closest("[data-action]");
+    if (!button || button.disabled) return;
+    const article = button.closest('[data-testid="message"]');
+    const id = article ? article.dataset.id : null;
+    switch (button.dataset.action) {
+      case "copy-code":
+        copyText(codeTextFor(button)).then((ok) => flashButton(button, ok));
+        break;
+      case "copy-message": {
+        const entry = this.find(id);
+        const body = article.querySelector('[data-testid="message-body"]');
+        const text = (entry && entry.msg.content) || (body ? body.innerText : "");
+        copyText(text).then((ok) => flashButton(button, ok));
+        break;
+      }
+      case "edit":
+        this.beginEdit(id);
+        break;
+      case "edit-cancel":
+        this.cancelEdits();
+        break;
+      case "branch":
+        if (button.dataset.target) this.onAction("branch", { id, target: button.dataset.target });
+        break;
+      case "regenerate":
+        this.onAction("regenerate", { id });
+        break;
+      case "stop":
+        this.onAction("stop", { id });
+        break;
+      default:
+        break;
+    }
+  }
+
+  // --- Scrolling ---------------------------------------------------------------------
+
+  isNearBottom() {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight <= NEAR_BOTTOM_PX;
+  }
+
+  /** Following stops only when the user scrolls up, and starts again at the bottom. */
+  onScroll() {
+    const top = this.scroller.scrollTop;
+    if (this.isNearBottom()) this.stickToBottom = true;
+    else if (top < this.lastScrollTop - 1) this.stickToBottom = false;
+    this.lastScrollTop = top;
+    this.jumpButton.hidden = this.stickToBottom || this.isNearBottom();
+  }
+
+  scrollToBottom() {
+    this.stickToBottom = true;
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.lastScrollTop = this.scroller.scrollTop;
+    this.jumpButton.hidden = true;
+  }
+
+  /** Keeps the newest text in view, unless the user has scrolled up to read. */
+  followIfStuck() {
+    if (this.stickToBottom) {
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+      this.lastScrollTop = this.scroller.scrollTop;
+    } else {
+      this.jumpButton.hidden = this.isNearBottom();
+    }
+  }
+}
+
+function sameText(a, b) {
+  return String(a || "").trim() === String(b || "").trim();
+}
+
+function failureOf(error) {
+  if (error && (error.code || error.message)) return describeError(error);
+  return { text: "This reply failed before it was finished. You can retry.", detail: "" };
+}
+
+/** Where the focus is inside the list, by message id and control, to put it back after a re-render. */
+function rememberFocus(root) {
+  const active = document.activeElement;
+  if (!active || !root.contains(active) || !active.dataset || !active.dataset.testid) return null;
+  const article = active.closest('[data-testid="message"]');
+  return { id: article ? article.dataset.id : null, testid: active.dataset.testid };
+}
+
+function restoreFocus(root, focus) {
+  if (!focus || (document.activeElement && root.contains(document.activeElement))) return;
+  const article = focus.id ? root.querySelector(`[data-testid="message"][data-id="${CSS.escape(focus.id)}"]`) : root;
+  const target = article && article.querySelector(`[data-testid="${CSS.escape(focus.testid)}"]`);
+  if (target && !target.disabled) target.focus();
+}
