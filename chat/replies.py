@@ -33,8 +33,6 @@ from consumers import protocol
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
-STALE_AFTER = timedelta(seconds=20)
 STORE_ATTEMPTS = 4
 TITLE_MAX_TOKENS = 24
 TITLE_TIMEOUT = 60.0
@@ -79,7 +77,7 @@ def recover_if_stale(row: Conversation) -> bool:
     row.refresh_from_db()
     if not row.reply_message:
         return True
-    if row.reply_heartbeat and timezone.now() - row.reply_heartbeat < STALE_AFTER:
+    if row.reply_heartbeat and timezone.now() - row.reply_heartbeat < timedelta(seconds=settings.CHAT_REPLY_STALE_SECONDS):
         return False
     reply_id, parent_id, model = row.reply_message, row.reply_parent, row.reply_model
 
@@ -187,9 +185,12 @@ class ReplyTask:
             # The process is shutting down: keep what was written, marked interrupted.
             await asyncio.shield(self._store_and_release("interrupted", None))
             raise
+        except Exception:
+            logger.exception("reply task crashed", extra={"conversation": self.conversation_id})
+            await self._store_and_release("failed", {"code": "model_failed", "message": "The server failed."})
         finally:
-            for helper in helpers:
-                helper.cancel()
+            await self._close_listener(helpers[0])
+            helpers[1].cancel()
             logger.info(
                 "reply ended",
                 extra={"conversation": self.conversation_id, "model": self.model, "deltas": self.seq,
@@ -247,6 +248,8 @@ class ReplyTask:
                 logger.warning("reply control channel failed", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
+            if event.get("type") == "reply.closed":
+                return
             if event.get("type") == "reply.stop":
                 self.stop()
             elif event.get("type") == "reply.snapshot_request":
@@ -256,9 +259,23 @@ class ReplyTask:
                 except Exception:
                     logger.warning("snapshot not delivered", exc_info=True)
 
+    async def _close_listener(self, listener: asyncio.Task) -> None:
+        """End the control loop with a message, not a cancel.
+
+        With Redis, every process-local channel shares one real channel, and a
+        receive cancelled mid-read can lose a message meant for another socket
+        of this process (channels_redis pops it, then drops it). So the loop is
+        told to stop and returns between two reads; cancel only as a last resort.
+        """
+        try:
+            await get_channel_layer().send(self.channel, {"type": "reply.closed"})
+            await asyncio.wait_for(asyncio.shield(listener), 5)
+        except Exception:
+            listener.cancel()
+
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(settings.CHAT_REPLY_STALE_SECONDS / 4)
             try:
                 await run_blocking(_beat, self.row.pk, self.reply_id)
             except Exception:

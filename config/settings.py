@@ -163,7 +163,11 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, the same as
+                # the layer's blocking BZPOPMIN: every idle socket then crashes with
+                # "Timeout reading" (channels_redis#422). Wait a little longer than
+                # the pop, so a dead Redis is still noticed.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5}],
                 "prefix": REDIS_PREFIX,
                 # Deltas are coalesced, but a burst must never be dropped silently.
                 "capacity": 1000,
@@ -192,6 +196,9 @@ AWS_S3_ENDPOINT_URL = _env("AWS_S3_ENDPOINT_URL") or None
 AWS_S3_REGION_NAME = _env("AWS_S3_REGION_NAME") or None
 AWS_S3_KEY_PREFIX = _env("AWS_S3_KEY_PREFIX")
 CHAT_DEFAULT_SYSTEM_PROMPT = _env("CHAT_DEFAULT_SYSTEM_PROMPT")
+# A reply whose process has not shown signs of life for this long is given up as
+# interrupted, so a crash never leaves a conversation stuck in "generating".
+CHAT_REPLY_STALE_SECONDS = _env_float("CHAT_REPLY_STALE_SECONDS", 20.0)
 
 # --- Limits a client must respect (sent in `hello.limits`) ------------------
 CHAT_MAX_CONTENT_CHARS = _env_int("CHAT_MAX_CONTENT_CHARS", 16000)

@@ -19,6 +19,10 @@ def redis_layer_settings(prefix: str | None = None) -> dict:
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix or f"test-{uuid.uuid4().hex[:10]}", "capacity": 1000},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5}],
+                "prefix": prefix or f"test-{uuid.uuid4().hex[:10]}",
+                "capacity": 1000,
+            },
         }
     }
