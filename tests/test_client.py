@@ -75,10 +75,12 @@ class Running:
     def stderr(self) -> str:
         return self.err.decode(errors="replace")
 
-    def wait_for(self, text: str, count: int = 1, timeout: float = 20) -> None:
+    def wait_for(self, text: str, count: int = 1, timeout: float = 20, stream: str = "stdout") -> None:
+        """Wait for `text` in stdout (or stderr): the two pipes are read by separate threads."""
         deadline = time.monotonic() + timeout
-        while self.stdout.count(text) < count:
-            if time.monotonic() > deadline or self.process.poll() is not None and self.stdout.count(text) < count:
+        read = lambda: getattr(self, stream)  # noqa: E731
+        while read().count(text) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None and read().count(text) < count:
                 raise AssertionError(f"waited for {text!r} x{count}; stdout {self.stdout!r}, stderr {self.stderr!r}")
             time.sleep(0.02)
 
@@ -244,7 +246,7 @@ def test_ctrl_c_in_chat_stops_the_reply_and_returns_to_the_prompt(live):
     chat.wait_for("w0 w1")
     chat.process.send_signal(signal.SIGINT)
     chat.wait_for("you> ", count=2)
-    assert "[stopped]" in chat.stderr
+    chat.wait_for("[stopped]", stream="stderr")
     chat.type("after the stop #tokens=2")  # the conversation is free again
     chat.wait_for("w0 w1\n")
     chat.end_input()
