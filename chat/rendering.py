@@ -116,7 +116,24 @@ def _sanitize(html: str) -> str:
 
 def render_markdown(text: str) -> str:
     """Render untrusted Markdown to sanitized HTML (the whole text at once)."""
-    return _sanitize(_markdown_to_html(text))
+    return _sanitize(_markdown_to_html(_close_open_fence(text)))
+
+
+def _close_open_fence(text: str) -> str:
+    """A reply cut inside a code block (stopped, failed, out of tokens) still renders as code.
+
+    Python-Markdown shows an unclosed fence as a paragraph of backticks; the
+    streaming view showed a code block, so the final view must too.
+    """
+    fence = None
+    for line in text.splitlines():
+        if fence is None:
+            match = _FENCE_OPEN.match(line)
+            if match:
+                fence = match.group("fence")
+        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+            fence = None
+    return text if fence is None else text.rstrip("\n") + "\n" + fence + "\n"
 
 
 # ---------------------------------------------------------------------------

@@ -392,3 +392,9 @@ def test_streamed_xss_is_sanitized_in_append_and_tail(seed):
     for out in outputs:
         assert_safe(out["append"])
         assert_safe(out["tail"])
+
+
+def test_reply_cut_inside_a_code_block_still_renders_as_code():
+    html = render_markdown("Here:\n\n```python\ndef f():\n    return 1")
+    assert '<div class="codehilite">' in html and "```" not in html
+    assert render_markdown("```\na\n```\ntext").count("codehilite") == 1
