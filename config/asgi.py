@@ -6,7 +6,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
 
+import sys  # noqa: E402
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
+from django.conf import settings  # noqa: E402
+
+from config import backpressure  # noqa: E402
 
 from consumers.auth import socket_auth  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
@@ -17,3 +22,6 @@ application = ProtocolTypeRouter(
         "websocket": socket_auth(URLRouter(websocket_urlpatterns)),
     }
 )
+
+if "daphne.server" in sys.modules:
+    backpressure.install(settings.CHAT_MAX_SOCKET_BUFFER_BYTES)

@@ -118,6 +118,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": _env("TEST_SQLITE_PATH", str(Path(tempfile.gettempdir()) / f"chat-test-{os.getpid()}.sqlite3"))
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # One test database per test process (Django's default, test_<name>, would be
+    # shared, and dropped, by two concurrent runs on one server).
+    DATABASES["default"]["TEST"] = {"NAME": _env("TEST_DATABASE_NAME", f"test_chat_{os.getpid()}")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -205,6 +209,8 @@ CHAT_MAX_CONTENT_CHARS = _env_int("CHAT_MAX_CONTENT_CHARS", 16000)
 CHAT_MAX_FRAME_BYTES = _env_int("CHAT_MAX_FRAME_BYTES", 65536)
 CHAT_MAX_TITLE_CHARS = _env_int("CHAT_MAX_TITLE_CHARS", 120)
 CHAT_MAX_SYSTEM_PROMPT_CHARS = _env_int("CHAT_MAX_SYSTEM_PROMPT_CHARS", 4000)
+# What the server may hold for a client that stops reading before it drops it.
+CHAT_MAX_SOCKET_BUFFER_BYTES = _env_int("CHAT_MAX_SOCKET_BUFFER_BYTES", 1024 * 1024)
 CHAT_RATE_LIMIT_FRAMES = _env_int("CHAT_RATE_LIMIT_FRAMES", 60)  # frames per window per user
 CHAT_RATE_LIMIT_WINDOW = _env_float("CHAT_RATE_LIMIT_WINDOW", 10.0)  # seconds
 CHAT_RATE_LIMIT_MESSAGES = _env_int("CHAT_RATE_LIMIT_MESSAGES", 20)  # replies started per minute per user
