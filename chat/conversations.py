@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from chat import search
 from chat.errors import ChatError, not_found, storage_unavailable
 from chat.models import Conversation
 from chat.store import ConversationExists, ConversationNotFound, StorageUnavailable, get_store
@@ -66,18 +67,27 @@ def create_conversation(user, model: str, first_message: str, *, claim: dict | N
     for name, value in (claim or {}).items():
         setattr(row, name, value)
     row.save(force_insert=True)
+    search.index_changes(row.id, user.id, {}, "", transcript)
     return row, transcript, message
 
 
 def update_transcript(row: Conversation, mutate: Callable[[Transcript], T], *, touch: bool = True) -> tuple[Transcript, T]:
-    """Apply `mutate` through the store's conditional-write loop, then mirror metadata."""
+    """Apply `mutate` through the store's conditional-write loop, then mirror metadata and the search index."""
+    before: dict = {}
+
+    def tracked(transcript: Transcript) -> T:
+        # Runs again on every retry of the write: `before` is the state the last attempt changed.
+        before.update(contents=search.contents(transcript), title=transcript.title)
+        return mutate(transcript)
+
     try:
-        transcript, result = get_store().update(row.owner_id, row.id, mutate)
+        transcript, result = get_store().update(row.owner_id, row.id, tracked)
     except ConversationNotFound:
         raise not_found() from None
     except StorageUnavailable:
         raise storage_unavailable() from None
     _mirror_metadata(row, transcript, touch=touch)
+    search.index_changes(row.id, row.owner_id, before["contents"], before["title"], transcript)
     return transcript, result
 
 
@@ -141,11 +151,12 @@ def delete(user, conversation_id: str) -> None:
         get_store().delete(row.owner_id, row.id)
     except StorageUnavailable:
         raise storage_unavailable() from None
+    search.remove_conversation(row.id)  # also cascades from the row; explicit, as the index is not the ORM's
     row.delete()
 
 
 def sync_from_store(stdout_write: Callable[[str], None] = lambda line: None) -> int:
-    """Rebuild every Conversation row from the store; idempotent. Returns the count."""
+    """Rebuild every Conversation row and its search entries from the store; idempotent. Returns the count."""
     from django.contrib.auth import get_user_model
 
     users = set(get_user_model().objects.values_list("pk", flat=True))
@@ -168,5 +179,6 @@ def sync_from_store(stdout_write: Callable[[str], None] = lambda line: None) -> 
                     "updated_at": datetime.fromisoformat(transcript.updated_at),
                 },
             )
+            search.rebuild(transcript)
         count += 1
     return count

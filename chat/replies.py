@@ -128,6 +128,7 @@ class ReplyTask:
     _appended: list[str] = field(default_factory=list)
     _tail: str = ""
     _stream_done: bool = False
+    _broadcast_failed: bool = False
 
     def __post_init__(self) -> None:
         self._wakeup = asyncio.Event()
@@ -167,6 +168,8 @@ class ReplyTask:
             await self._broadcast(protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model))
             sender = asyncio.create_task(self._send_loop())
             self._stream_task = asyncio.create_task(self._stream())
+            if self.stopped:  # a stop that came before the stream existed
+                self._stream_task.cancel()
             try:
                 await self._stream_task
             except asyncio.CancelledError:
@@ -235,7 +238,9 @@ class ReplyTask:
         try:
             await broadcast.to_conversation(self.conversation_id, frame)
         except Exception:
-            logger.warning("broadcast failed", exc_info=True, extra={"conversation": self.conversation_id})
+            if not self._broadcast_failed:  # once per reply, not once per token
+                logger.warning("broadcast failed", exc_info=True, extra={"conversation": self.conversation_id})
+            self._broadcast_failed = True
 
     async def _listen(self) -> None:
         layer = get_channel_layer()

@@ -93,6 +93,7 @@ class Turn:
     user_message: dict | None = None
     origin: str | None = None
     ref: str | None = None
+    reconfigured: bool = False  # the send changed the conversation's model: every tab hears it
 
     @property
     def conversation_id(self) -> str:
@@ -106,8 +107,9 @@ class Turn:
         if self.user_message is not None:
             await broadcast.to_conversation(self.row.pk, protocol.message_created(self.row.pk, self.user_message),
                                             origin=self.origin, ref=self.ref)
-        else:
-            await broadcast.to_user(self.row.owner_id, protocol.conversation_updated(conversation_dict(self.row)))
+        if self.user_message is None or self.reconfigured:  # a regenerate, or a send that switched the model
+            await broadcast.to_user(self.row.owner_id, protocol.conversation_updated(conversation_dict(self.row)),
+                                    origin=self.origin, ref=self.ref)
         self.reply.start()
 
 
@@ -146,16 +148,20 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
         _check_reply_rate(user)
         return await _start_new_conversation(user, content, model, origin, ref)
     row = await get_row(user, conversation_id)
-    if model is not None and model != row.model:
+    switch_model = model is not None and model != row.model
+    if switch_model:
         _check_model(model)
-        await run_blocking(conversations.configure, user, row.pk, model=model)
     _check_reply_rate(user)
 
     def add_user_message(transcript: Transcript) -> Message:
+        if switch_model:  # in the same write as the message: a refused (busy) send changes nothing
+            transcript.model = model
         leaf = transcript.active_branch()[-1].id if transcript.active_leaf else None
         return transcript.add_message(leaf, "user", content)
 
-    return await _claim_and_store(row, add_user_message, origin, ref)
+    turn = await _claim_and_store(row, add_user_message, origin, ref)
+    turn.reconfigured = switch_model
+    return turn
 
 
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
@@ -189,7 +195,8 @@ async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_u
     except BaseException:
         await run_blocking(replies.release, row, reply_id)
         raise
-    await run_blocking(lambda: Conversation.objects.filter(pk=row.pk).update(reply_parent=message.id))
+    # The model too: the change may have set it (a send with another model).
+    await run_blocking(lambda: Conversation.objects.filter(pk=row.pk).update(reply_parent=message.id, reply_model=row.model))
     branch = transcript.active_branch()
     needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
     task = replies.ReplyTask(row=row, reply_id=reply_id, parent_id=message.id, model=row.model,
@@ -210,9 +217,8 @@ async def edit_message(user, conversation_id: str, message_id: str, content: str
             raise not_found()
         return transcript.add_message(old.parent, "user", content)
 
-    turn = await _claim_and_store(row, add_sibling, origin, ref)
-    turn.reply.title_from = None  # an edit never retitles
-    return turn
+    # Titled conversations keep their title; one whose first reply failed gets one now.
+    return await _claim_and_store(row, add_sibling, origin, ref)
 
 
 async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Turn:
@@ -227,9 +233,7 @@ async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Tu
         transcript.active_leaf = message.id  # the new reply's branch; its siblings stay
         return message
 
-    turn = await _claim_and_store(row, to_last_user_message, origin, ref, announce_user_message=False)
-    turn.reply.title_from = None
-    return turn
+    return await _claim_and_store(row, to_last_user_message, origin, ref, announce_user_message=False)
 
 
 async def switch_branch(user, conversation_id: str, message_id: str, *, origin=None, ref=None) -> None:

@@ -70,7 +70,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # refused at connect (4401) and closing
         ref = None
         try:
-            wait = self.frame_wait()  # every frame counts, unreadable ones too
+            wait = self._frame_wait()  # every frame counts, unreadable ones too
             request = protocol.parse_request(text_data, max_bytes=settings.CHAT_MAX_FRAME_BYTES)
             ref = request.ref
             if wait is not None:
@@ -80,7 +80,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ref = getattr(failure, "ref", None) or ref
             await self.send_frame(protocol.error(failure.code, failure.message, ref, failure.retry_after))
 
-    def frame_wait(self) -> float | None:
+    def _frame_wait(self) -> float | None:
         """Seconds this user must wait before sending frames again, or None.
 
         The limits are read from the settings at each frame, not when the class is

@@ -76,7 +76,7 @@ def parse_request(text: str | None, *, max_bytes: int) -> Request:
     if not isinstance(data, dict):
         raise ProtocolError("invalid_message", "A frame must be a JSON object.")
     ref = data.get("ref")
-    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_CHARS):
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_CHARS or not _is_unicode(ref)):
         raise ProtocolError("invalid_message", f"`ref` must be a string of at most {MAX_REF_CHARS} characters.")
     kind = data.get("type")
     if not isinstance(kind, str):
@@ -97,12 +97,22 @@ def _check_field(frame_type: str, name: str, kind: str, value: Any, ref: str | N
     if kind == _ID_OR_NULL and value is None:
         return None
     if kind in (_ID, _ID_OR_NULL):
-        if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or not _is_unicode(value):
             raise ProtocolError("invalid_message", f"`{name}` in `{frame_type}` must be an id string.", ref)
         return value
-    if not isinstance(value, str):
-        raise ProtocolError("invalid_message", f"`{name}` in `{frame_type}` must be a string.", ref)
+    if not isinstance(value, str) or not _is_unicode(value):
+        raise ProtocolError("invalid_message", f"`{name}` in `{frame_type}` must be a string of valid Unicode.", ref)
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a lone surrogate, which valid JSON can carry as an escape ("\\ud83d", a
+    string cut in the middle of an emoji) but no store, database or socket can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode(frame: dict[str, Any]) -> str:

@@ -1,11 +1,13 @@
 """A small, explicit client for the chat socket in tests, after channels.testing."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 
 from config.asgi import application
 from tests.conftest import session_cookie
@@ -19,16 +21,27 @@ class ChatSocket:
 
     @classmethod
     async def connect(cls, user=None, *, origin: bytes | None = b"http://localhost", headers=()) -> "ChatSocket":
-        all_headers = list(headers)
-        if origin is not None:
-            all_headers.append((b"origin", origin))
-        if user is not None:
-            all_headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
-        socket = cls(WebsocketCommunicator(application, "/ws/chat/", headers=all_headers))
+        socket = cls(await _communicator(user, origin, headers))
         connected, _ = await socket.communicator.connect()
         assert connected, "the handshake was refused"
         socket.hello = await socket.receive("hello")
         return socket
+
+    @classmethod
+    async def attempt(cls, user=None, *, origin: bytes | None = b"http://localhost", headers=()) -> tuple[str, object]:
+        """Connect without expecting success: ("refused", code) when the handshake is refused,
+        ("closed", code) when it is accepted and then closed, ("hello", socket) otherwise."""
+        communicator = await _communicator(user, origin, headers)
+        connected, code = await communicator.connect()
+        if not connected:
+            return "refused", code
+        first = await communicator.receive_output(5)
+        if first["type"] == "websocket.close":
+            return "closed", first.get("code")
+        socket = cls(communicator)
+        socket.hello = json.loads(first["text"])
+        assert socket.hello["type"] == "hello", socket.hello
+        return "hello", socket
 
     async def send(self, type: str, **fields) -> str:
         ref = fields.pop("ref", None) or uuid.uuid4().hex[:12]
@@ -68,5 +81,43 @@ class ChatSocket:
     async def nothing_more(self, timeout: float = 0.3) -> bool:
         return await self.communicator.receive_nothing(timeout)
 
+    async def new_conversation(self, content: str = "hello there world") -> str:
+        """Send a first message and wait for its reply (and title when it completes); its id."""
+        await self.send("message.send", conversation=None, content=content)
+        created = await self.receive("conversation.created")
+        _, final = await self.reply_text()
+        if final["type"] == "reply.completed":
+            await self.receive("conversation.updated")  # the title
+        return created["conversation"]["id"]
+
     async def close(self) -> None:
         await self.communicator.disconnect()
+
+
+async def _communicator(user, origin: bytes | None, headers) -> WebsocketCommunicator:
+    all_headers = list(headers)
+    if origin is not None:
+        all_headers.append((b"origin", origin))
+    if user is not None:
+        all_headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
+    return WebsocketCommunicator(application, "/ws/chat/", headers=all_headers)
+
+
+def bearer(raw_token: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {raw_token}".encode())]
+
+
+async def create_user(username: str = "alice"):
+    return await sync_to_async(get_user_model().objects.create_user)(username=username, password="correct horse battery staple")
+
+
+async def finish_replies(timeout: float = 20) -> None:
+    """Wait for the replies still running in this event loop (their task is named
+    `reply-<id>`), so that no test ends under one; cancel any that outlive `timeout`."""
+    running = [t for t in asyncio.all_tasks() if t.get_name().startswith("reply-") and not t.done()]
+    if not running:
+        return
+    _, late = await asyncio.wait(running, timeout=timeout)
+    for task in late:
+        task.cancel()
+    assert not late, f"{len(late)} replies were still running after {timeout} s"

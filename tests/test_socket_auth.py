@@ -1,0 +1,100 @@
+"""Who may open the chat socket: session cookie with a known Origin, or an API token."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+
+from chat.models import ApiToken, hash_token
+from tests.sockets import ChatSocket, bearer, create_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def issue_token(user) -> str:
+    _, raw = await sync_to_async(ApiToken.issue)(user)
+    return raw
+
+
+async def test_anonymous_socket_is_closed_with_4401():
+    assert await ChatSocket.attempt(None) == ("closed", 4401)
+
+
+async def test_session_cookie_with_own_origin_is_accepted():
+    user = await create_user()
+    outcome, socket = await ChatSocket.attempt(user, origin=b"http://localhost:8000")
+    assert outcome == "hello" and socket.hello["user"] == {"id": user.pk, "username": "alice"}
+    await socket.close()
+
+
+@pytest.mark.parametrize("origin", [b"https://evil.example", b"http://localhost.evil.example", b"null"])
+async def test_foreign_origin_is_refused_even_with_a_valid_session(origin):
+    outcome, _ = await ChatSocket.attempt(await create_user(), origin=origin)
+    assert outcome == "refused"
+
+
+async def test_foreign_origin_is_refused_even_with_a_valid_token():
+    user = await create_user()
+    outcome, _ = await ChatSocket.attempt(None, origin=b"https://evil.example", headers=bearer(await issue_token(user)))
+    assert outcome == "refused"
+
+
+async def test_no_origin_and_no_token_is_closed_with_4401():
+    assert await ChatSocket.attempt(None, origin=None) == ("closed", 4401)
+
+
+async def test_no_origin_with_only_a_session_cookie_is_closed_with_4401():
+    # Without an Origin to check, a cookie proves nothing: a non-browser client needs a token.
+    assert await ChatSocket.attempt(await create_user(), origin=None) == ("closed", 4401)
+
+
+async def test_no_origin_with_a_valid_bearer_token_is_accepted():
+    user = await create_user()
+    outcome, socket = await ChatSocket.attempt(None, origin=None, headers=bearer(await issue_token(user)))
+    assert outcome == "hello"
+    assert socket.hello["user"] == {"id": user.pk, "username": "alice"}
+    ref = await socket.send("ping")
+    assert await socket.next_frame() == {"type": "pong", "ref": ref}
+    await socket.close()
+
+
+async def test_token_user_is_the_tokens_owner_not_the_cookies():
+    alice, bob = await create_user("alice"), await create_user("bob")
+    outcome, socket = await ChatSocket.attempt(alice, headers=bearer(await issue_token(bob)))
+    assert outcome == "hello" and socket.hello["user"]["username"] == "bob"
+    await socket.close()
+
+
+@pytest.mark.parametrize("authorization", [b"Bearer chat_not-a-real-token", b"Bearer ", b"Basic YWxpY2U6cGFzcw=="])
+async def test_invalid_token_is_closed_with_4401(authorization):
+    await create_user()
+    assert await ChatSocket.attempt(None, origin=None, headers=[(b"authorization", authorization)]) == ("closed", 4401)
+
+
+async def test_invalid_token_is_refused_even_with_a_valid_session():
+    user = await create_user()
+    assert await ChatSocket.attempt(user, headers=bearer("chat_not-a-real-token")) == ("closed", 4401)
+
+
+async def test_token_of_an_inactive_user_is_refused():
+    user = await create_user()
+    raw = await issue_token(user)
+    user.is_active = False
+    await sync_to_async(user.save)()
+    assert await ChatSocket.attempt(None, origin=None, headers=bearer(raw)) == ("closed", 4401)
+
+
+async def test_create_token_command_prints_a_working_token_and_stores_only_its_hash():
+    user = await create_user()
+    out = io.StringIO()
+    await sync_to_async(call_command)("create_token", "alice", stdout=out)
+    raw = out.getvalue().strip()
+    assert raw.startswith(ApiToken.PREFIX) and len(raw) > 30
+    stored = await sync_to_async(lambda: list(ApiToken.objects.filter(user=user).values()))()
+    assert len(stored) == 1 and stored[0]["key_hash"] == hash_token(raw)
+    assert raw not in {str(value) for value in stored[0].values()}
+    outcome, socket = await ChatSocket.attempt(None, origin=None, headers=bearer(raw))
+    assert outcome == "hello" and socket.hello["user"]["id"] == user.pk
+    await socket.close()
