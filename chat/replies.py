@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from chat import broadcast, conversations
 from chat.backends import ModelError, get_backend
+from chat.context import context_chars, fit_context
 from chat.errors import ChatError
 from chat.models import Conversation
 from chat.presenters import conversation_dict, message_dict
@@ -203,7 +204,8 @@ class ReplyTask:
 
     async def _stream(self) -> None:
         backend = get_backend(self.model)
-        stream = backend.stream(self.model, self.model_messages, max_tokens=settings.CHAT_MAX_REPLY_TOKENS)
+        messages = fit_context(self.model_messages, context_chars(self.model))
+        stream = backend.stream(self.model, messages, max_tokens=settings.CHAT_MAX_REPLY_TOKENS)
         try:
             async for piece in stream:
                 if piece:

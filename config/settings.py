@@ -16,6 +16,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logging import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -57,6 +59,43 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 
+# --- HTTPS and browser security (production defaults when DEBUG=0) ----------
+# `python manage.py check --deploy` reports nothing with these defaults. Behind a proxy
+# that terminates TLS (Heroku's router, nginx), trust its X-Forwarded-Proto header so
+# Django knows the request was HTTPS; Heroku sets DYNO, so it is on there by default.
+# Never turn it on when clients can reach daphne directly.
+if _env_bool("SECURE_PROXY_SSL_HEADER", bool(os.environ.get("DYNO"))):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many proxies in front of the app append to X-Forwarded-For (Heroku's router: 1,
+# nginx with $proxy_add_x_forwarded_for: 1). 0: the client is REMOTE_ADDR. Used for the
+# login throttle's per-IP key; the left-most entries are the client's to forge.
+TRUSTED_PROXY_COUNT = _env_int("TRUSTED_PROXY_COUNT", 1 if os.environ.get("DYNO") else 0)
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# A load balancer's health check may speak plain HTTP to the app.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Sent on every response by config.middleware.SecurityHeadersMiddleware. Only the app's
+# own scripts and styles: no inline script or style anywhere (the chat page's boot data
+# is a JSON block, which is not executed). `data:` images are Bootstrap's SVG icons;
+# `connect-src 'self'` covers the same-origin ws:/wss: socket.
+CONTENT_SECURITY_POLICY = _env(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'",
+)
+PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=()"
+)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -72,6 +111,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -135,6 +175,9 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
 SIGNUP_OPEN = _env_bool("SIGNUP_OPEN", True)
+# Failed logins per username and client IP before the login form asks to wait.
+LOGIN_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_FAILURE_WINDOW = _env_int("LOGIN_FAILURE_WINDOW", 15 * 60)  # seconds
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -143,7 +186,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(_env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # In development WhiteNoise serves straight from static/; in production from the
 # hashed, compressed files that `collectstatic` writes.
 WHITENOISE_USE_FINDERS = DEBUG
@@ -162,6 +205,16 @@ STORAGES = {
 # --- Real time -------------------------------------------------------------
 REDIS_URL = _env("REDIS_URL")
 REDIS_PREFIX = _env("REDIS_PREFIX", "asgi")
+# With rediss://, redis-py verifies the server's certificate. Heroku Redis uses a
+# self-signed one: set REDIS_SSL_CERT_REQS=none there (the link is still encrypted).
+REDIS_SSL_CERT_REQS = _env("REDIS_SSL_CERT_REQS").strip().lower()
+if REDIS_SSL_CERT_REQS not in ("", "none", "optional", "required"):
+    raise ImproperlyConfigured("REDIS_SSL_CERT_REQS must be none, optional or required.")
+# Connection options both Redis clients (channel layer and cache) accept; the TLS one
+# only with a rediss:// URL (a plain connection refuses it).
+REDIS_TLS_OPTIONS = (
+    {"ssl_cert_reqs": REDIS_SSL_CERT_REQS} if REDIS_URL.startswith("rediss://") and REDIS_SSL_CERT_REQS else {}
+)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -171,7 +224,8 @@ if REDIS_URL:
                 # the layer's blocking BZPOPMIN: every idle socket then crashes with
                 # "Timeout reading" (channels_redis#422). Wait a little longer than
                 # the pop, so a dead Redis is still noticed.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5}],
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5,
+                           **REDIS_TLS_OPTIONS}],
                 "prefix": REDIS_PREFIX,
                 # Deltas are coalesced, but a burst must never be dropped silently.
                 "capacity": 1000,
@@ -181,6 +235,20 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+# The cache holds the login throttle's counters: shared by every process through Redis
+# when there is one, else per process.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX + ":cache",
+            "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5, **REDIS_TLS_OPTIONS},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "chat"}}
 
 # --- Models ----------------------------------------------------------------
 HF_TOKEN = _env("HF_TOKEN")
@@ -192,6 +260,13 @@ LOCAL_MODEL_PATH = _env("LOCAL_MODEL_PATH")
 LOCAL_MODEL_THREADS = _env_int("LOCAL_MODEL_THREADS", 0)  # 0: let llama.cpp choose
 LOCAL_MODEL_CONTEXT = _env_int("LOCAL_MODEL_CONTEXT", 2048)
 CHAT_MAX_REPLY_TOKENS = _env_int("CHAT_MAX_REPLY_TOKENS", 512)
+# Daily budgets of requests to Hugging Face models (replies and titles; the local model
+# is free), per user and for the whole site, counted in the database per UTC day. Sized
+# to the free allowance of about 1,000 requests a day. 0: no limit.
+HF_DAILY_REQUESTS_PER_USER = _env_int("HF_DAILY_REQUESTS_PER_USER", 100)
+HF_DAILY_REQUESTS_SITE = _env_int("HF_DAILY_REQUESTS_SITE", 1000)
+# How much of a conversation a remote model is sent (the newest turns that fit).
+CHAT_MAX_CONTEXT_CHARS = _env_int("CHAT_MAX_CONTEXT_CHARS", 48000)
 
 # --- Conversations ---------------------------------------------------------
 CHAT_DATA_DIR = Path(_env("CHAT_DATA_DIR", str(BASE_DIR / "data")))
@@ -215,11 +290,10 @@ CHAT_RATE_LIMIT_FRAMES = _env_int("CHAT_RATE_LIMIT_FRAMES", 60)  # frames per wi
 CHAT_RATE_LIMIT_WINDOW = _env_float("CHAT_RATE_LIMIT_WINDOW", 10.0)  # seconds
 CHAT_RATE_LIMIT_MESSAGES = _env_int("CHAT_RATE_LIMIT_MESSAGES", 20)  # replies started per minute per user
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
+# --- Logs --------------------------------------------------------------------
+# One line per event, with its fields (`extra`) as key=value pairs or as JSON.
+LOG_FORMAT = _env("LOG_FORMAT", "plain")
+try:
+    LOGGING = logging_config(LOG_FORMAT, _env("LOG_LEVEL", "INFO"))
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
