@@ -6,8 +6,11 @@ PORT ?= 8000
 # the portable build works everywhere. pip's wheel cache ignores CMAKE_ARGS, so
 # the build must bypass it, or a crashing cached wheel comes back.
 LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# The database of the second test run (the test runner creates its own test_chat_<pid>
+# database there and drops it afterwards).
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test test-postgres browser bench bench-quick collectstatic
+.PHONY: install run test test-sqlite test-postgres browser bench bench-quick collectstatic
 
 install:
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip install --no-cache-dir --no-deps -r requirements.txt
@@ -20,8 +23,21 @@ run: install
 browser:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test: install browser
+# The whole suite on SQLite, then once more on PostgreSQL. Browser and live-server
+# tests (markers browser, slow) do not depend on the database engine and run only on
+# SQLite; the PostgreSQL run fails loudly when the server cannot be reached.
+test: test-sqlite test-postgres
+
+test-sqlite: install browser
 	$(PYTHON) -m pytest
+
+test-postgres: install
+	@$(PYTHON) -c "import sys, psycopg; from dj_database_url import parse; \
+	db = parse(sys.argv[1]); \
+	psycopg.connect(host=db['HOST'], port=db['PORT'] or 5432, user=db['USER'], password=db['PASSWORD'], \
+	dbname=db['NAME'], connect_timeout=5).close()" "$(POSTGRES_URL)" \
+	|| { echo "make test-postgres: PostgreSQL is unreachable at $(POSTGRES_URL) (set POSTGRES_URL)" >&2; exit 1; }
+	DATABASE_URL="$(POSTGRES_URL)" $(PYTHON) -m pytest -m "not browser and not slow"
 
 bench: install
 	$(PYTHON) -m bench

@@ -75,3 +75,63 @@ class ApiToken(models.Model):
             return None
         cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         return token.user
+
+
+class SharedSnapshot(models.Model):
+    """What a share link shows: the active branch as it was when it was shared.
+
+    The link's token is never stored: `Conversation.share_token_hash` holds its
+    SHA-256. Sharing again replaces this row (and the hash); unsharing deletes it.
+    `messages` is a list of {"role", "content", "created_at", "model", "status"}.
+    """
+
+    conversation = models.OneToOneField(Conversation, on_delete=models.CASCADE, primary_key=True,
+                                        related_name="shared_snapshot")
+    title = models.CharField(max_length=200, blank=True)
+    messages = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+class SearchEntry(models.Model):
+    """One searchable text of a conversation: a message, or its title (`message_id` "").
+
+    The full-text index over `text` lives outside the ORM (see chat/search.py and
+    migration 0002): an FTS5 table kept in sync by triggers on SQLite, a stored
+    tsvector column with a GIN index on PostgreSQL. `owner` repeats the
+    conversation's owner so that a search filters without a join.
+    """
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="search_entries")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message_id = models.CharField(max_length=32, blank=True)
+    role = models.CharField(max_length=16)
+    text = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "message_id"], name="searchentry_one_per_message"),
+        ]
+        indexes = [models.Index(fields=["owner"], name="searchentry_owner")]
+
+
+class ModelUsage(models.Model):
+    """Requests made to metered (Hugging Face) models on one UTC day: one row per user,
+    and one row with no user for the whole site. See chat/quotas.py."""
+
+    day = models.DateField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="+")
+    requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # NULLs are distinct in a plain unique constraint: the site's row needs its own.
+            models.UniqueConstraint(fields=["day", "user"], condition=models.Q(user__isnull=False),
+                                    name="modelusage_one_per_user_day"),
+            models.UniqueConstraint(fields=["day"], condition=models.Q(user__isnull=True),
+                                    name="modelusage_one_site_row_per_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.user_id or 'site'}: {self.requests}"

@@ -21,7 +21,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from chat import broadcast, conversations
+from chat import broadcast, conversations, quotas
 from chat.backends import ModelError, get_backend
 from chat.context import context_chars, fit_context
 from chat.errors import ChatError
@@ -129,6 +129,7 @@ class ReplyTask:
     _appended: list[str] = field(default_factory=list)
     _tail: str = ""
     _stream_done: bool = False
+    pieces: int = 0  # text pieces streamed by the model: one per token with both backends
     _broadcast_failed: bool = False
 
     def __post_init__(self) -> None:
@@ -164,6 +165,8 @@ class ReplyTask:
 
     async def run(self) -> None:
         started = time.monotonic()
+        logger.info("reply started", extra={"conversation": self.conversation_id, "reply": self.reply_id,
+                                            "user": self.row.owner_id, "model": self.model})
         helpers = [asyncio.create_task(self._listen()), asyncio.create_task(self._heartbeat())]
         try:
             await self._broadcast(protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model))
@@ -197,7 +200,8 @@ class ReplyTask:
             helpers[1].cancel()
             logger.info(
                 "reply ended",
-                extra={"conversation": self.conversation_id, "model": self.model, "deltas": self.seq,
+                extra={"conversation": self.conversation_id, "reply": self.reply_id, "user": self.row.owner_id,
+                       "model": self.model, "tokens": self.pieces, "deltas": self.seq,
                        "seconds": round(time.monotonic() - started, 3), "stopped": self.stopped,
                        "error": self.failure.code if self.failure else None},
             )
@@ -209,6 +213,7 @@ class ReplyTask:
         try:
             async for piece in stream:
                 if piece:
+                    self.pieces += 1
                     self._pending.append(piece)
                     self._wakeup.set()
         finally:
@@ -331,7 +336,10 @@ class ReplyTask:
         user_text = self.title_from or ""
         reply_text = "".join(self._parts)
         try:
-            raw = await asyncio.wait_for(self._complete(title_request_messages(user_text, reply_text)), TITLE_TIMEOUT)
+            # A title costs a request of the daily budget; skipped when it would take the last one.
+            titled = await run_blocking(quotas.try_count, self.row.owner_id, self.model, "title")
+            raw = await asyncio.wait_for(self._complete(title_request_messages(user_text, reply_text)),
+                                         TITLE_TIMEOUT) if titled else ""
         except Exception:
             logger.info("title call failed; using the user's words", exc_info=True)
             raw = ""

@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from chat import broadcast, conversations, replies
+from chat import broadcast, conversations, quotas, replies
 from chat.backends import ModelError, available_models, default_model_id, get_backend
 from chat.errors import ChatError, not_found
 from chat.models import Conversation
@@ -41,12 +41,14 @@ def limits() -> dict:
 async def hello(user) -> dict:
     rows = await run_blocking(conversations.list_conversations, user)
     models = await run_blocking(available_models)
-    return protocol.hello(
+    frame = protocol.hello(
         user={"id": user.pk, "username": user.get_username()},
         models=[model.as_dict() for model in models],
         conversations=[conversation_dict(row) for row in rows],
         limits=limits(),
     )
+    frame["usage"] = await run_blocking(quotas.usage, user)  # today's hosted-model budget (chat/quotas.py)
+    return frame
 
 
 # --- Opening a conversation ---------------------------------------------------------
@@ -146,7 +148,8 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
     if conversation_id is None:
         model = _check_model(model or await run_blocking(default_model_id))
         _check_reply_rate(user)
-        return await _start_new_conversation(user, content, model, origin, ref)
+        async with quotas.counted(user, model):  # given back if the conversation is not created
+            return await _start_new_conversation(user, content, model, origin, ref)
     row = await get_row(user, conversation_id)
     switch_model = model is not None and model != row.model
     if switch_model:
@@ -159,7 +162,8 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
         leaf = transcript.active_branch()[-1].id if transcript.active_leaf else None
         return transcript.add_message(leaf, "user", content)
 
-    turn = await _claim_and_store(row, add_user_message, origin, ref)
+    async with quotas.counted(user, model if switch_model else row.model):  # given back if busy
+        turn = await _claim_and_store(row, add_user_message, origin, ref)
     turn.reconfigured = switch_model
     return turn
 
@@ -218,7 +222,8 @@ async def edit_message(user, conversation_id: str, message_id: str, content: str
         return transcript.add_message(old.parent, "user", content)
 
     # Titled conversations keep their title; one whose first reply failed gets one now.
-    return await _claim_and_store(row, add_sibling, origin, ref)
+    async with quotas.counted(user, row.model):
+        return await _claim_and_store(row, add_sibling, origin, ref)
 
 
 async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Turn:
@@ -233,7 +238,8 @@ async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Tu
         transcript.active_leaf = message.id  # the new reply's branch; its siblings stay
         return message
 
-    return await _claim_and_store(row, to_last_user_message, origin, ref, announce_user_message=False)
+    async with quotas.counted(user, row.model):
+        return await _claim_and_store(row, to_last_user_message, origin, ref, announce_user_message=False)
 
 
 async def switch_branch(user, conversation_id: str, message_id: str, *, origin=None, ref=None) -> None:

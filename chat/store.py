@@ -158,6 +158,10 @@ class ConversationStore(ABC):
     def iter_ids(self) -> Iterator[tuple[int, str]]:
         """Every (user id, conversation id) in the store, for rebuilding the database."""
 
+    def check(self) -> None:
+        """A cheap proof that the store works (health checks): StorageUnavailable if not,
+        with a short reason that names no path, bucket, endpoint or credential."""
+
     # Backend hooks.
     @abstractmethod
     def _read(self, user_id: int, conversation_id: str) -> tuple[Transcript, str | None]:
@@ -313,6 +317,18 @@ class LocalFolderStore(ConversationStore):
             except OSError as exc:
                 raise StorageUnavailable(f"cannot delete conversation {conversation_id}: {exc.strerror}") from exc
 
+    def check(self) -> None:
+        """The transcript folder exists (or can be made) and takes a file."""
+        base = self.root / "conversations"
+        try:
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            probe = base / f".check-{secrets.token_hex(4)}.tmp"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise StorageUnavailable("the transcript folder is not writable") from exc
+
     def iter_ids(self) -> Iterator[tuple[int, str]]:
         base = self.root / "conversations"
         try:
@@ -453,6 +469,23 @@ class S3Store(ConversationStore):
         except ConversationNotFound:
             return  # a crafted id names nothing
         self._call("delete_object", Bucket=self.bucket, Key=key)
+
+    def check(self) -> None:
+        """One HeadBucket request: the bucket exists and these credentials may use it."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        self._count()
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = _error_code(exc)
+            reason = {"404": "the bucket does not exist", "NoSuchBucket": "the bucket does not exist",
+                      "403": "access to the bucket was denied", "AccessDenied": "access to the bucket was denied"}
+            raise StorageUnavailable(reason.get(code, "the storage service refused the request")) from exc
+        except NoCredentialsError as exc:
+            raise StorageUnavailable("no storage credentials are configured") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable("the storage service cannot be reached") from exc
 
     def iter_ids(self) -> Iterator[tuple[int, str]]:
         from botocore.exceptions import BotoCoreError, ClientError

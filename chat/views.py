@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
@@ -108,10 +108,40 @@ def _storage_down() -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if not settings.SIGNUP_OPEN:
-        raise Http404("Sign-up is closed")
+        return render(request, "registration/signup_closed.html", status=403)
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("chat:index")
     return render(request, "registration/signup.html", {"form": form})
+
+
+@require_http_methods(["GET", "HEAD"])
+def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
+    """A shared snapshot (chat/sharing.py): no login, nothing of the owner but the snapshot."""
+    from chat import sharing
+
+    snapshot = sharing.find(token)
+    if snapshot is None:
+        raise Http404("No such shared conversation")
+    context = {"title": snapshot.title or "Untitled conversation", "messages": sharing.page_messages(snapshot)}
+    response = render(request, "chat/shared.html", context)
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    # The URL is the secret: never keep the page where an unshare cannot reach it, and
+    # never send the URL on to a site that a link in the conversation leads to.
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+async def healthz(request: HttpRequest) -> HttpResponse:
+    """The state of the database, channel layer, storage and models (chat/health.py), for a
+    load balancer or uptime monitor: 200 when all are up, else 503; JSON either way."""
+    from chat import health
+
+    healthy, body = await health.report()
+    response = JsonResponse(body, status=200 if healthy else 503)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -7,6 +7,8 @@ because a cookie alone, without an Origin to check, proves nothing.
 """
 from __future__ import annotations
 
+import logging
+
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
@@ -15,6 +17,8 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from chat.models import ApiToken
+
+logger = logging.getLogger(__name__)
 
 
 def _header(scope, name: bytes) -> bytes | None:
@@ -40,7 +44,10 @@ class BrowserOriginValidator(OriginValidator):
     """Refuse foreign origins; let origin-less clients through to the token check."""
 
     def valid_origin(self, parsed_origin) -> bool:
-        return parsed_origin is None or self.validate_origin(parsed_origin)
+        if parsed_origin is None or self.validate_origin(parsed_origin):
+            return True
+        logger.info("socket refused", extra={"code": 403, "reason": "foreign origin", "origin": parsed_origin.hostname})
+        return False
 
 
 def socket_auth(application):

@@ -51,16 +51,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Accept first so that the client sees the 4401 close code, not a bare 403.
             await self.accept()
             await self.close(code=4401)
+            logger.info("socket refused", extra={"code": 4401, "reason": "not authenticated", "client": _client(self.scope)})
             return
         self.user = user
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
         await self.send_frame(await services.hello(user))
-        logger.info("socket connected", extra={"user": user.pk})
+        logger.info("socket connected", extra={"user": user.pk, "client": _client(self.scope)})
 
     async def disconnect(self, code: int) -> None:
         if self.user is None:
             return
+        logger.info("socket closed", extra={"user": self.user.pk, "code": code})
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
         if self.watching:
             await self.channel_layer.group_discard(conversation_group(self.watching), self.channel_name)
@@ -68,7 +70,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.user is None:
             return  # refused at connect (4401) and closing
-        ref = None
+        ref = request = wait = None
         try:
             wait = self._frame_wait()  # every frame counts, unreadable ones too
             request = protocol.parse_request(text_data, max_bytes=settings.CHAT_MAX_FRAME_BYTES)
@@ -78,6 +80,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await getattr(self, request.handler_name)(request)
         except (ProtocolError, ChatError) as failure:
             ref = getattr(failure, "ref", None) or ref
+            # Never the frame's content. Frames over the frame limit only at DEBUG: a flood stays out of the log.
+            level = logging.DEBUG if wait is not None else logging.INFO
+            logger.log(level, "request refused", extra={"user": self.user.pk, "frame": request.type if request else None,
+                                                        "code": failure.code})
             await self.send_frame(protocol.error(failure.code, failure.message, ref, failure.retry_after))
 
     def _frame_wait(self) -> float | None:
@@ -206,3 +212,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _expire_resume(self, token: object) -> None:
         await asyncio.sleep(SNAPSHOT_TIMEOUT)
         await self.channel_layer.send(self.channel_name, {"type": "resume.expired", "token": id(token)})
+
+
+def _client(scope) -> str | None:
+    """The peer's address as daphne saw it (a proxy's, unless daphne runs with --proxy-headers)."""
+    client = scope.get("client")
+    return client[0] if client else None

@@ -19,6 +19,13 @@ can script a reply without any shared state:
     #fail=3            send 3 tokens, then an error event
     #reply=<text>      reply with this exact (URL-encoded) text, in chunks of 4 characters
     #hang              never answer (for timeouts)
+    #markdown=STYLE    with #tokens=N: N tokens of Markdown instead of "w0 w1 ...": `mixed`
+                       (the default: headings, paragraphs, lists, a table, fenced code),
+                       `para` (one long paragraph of sentences) or `code` (one long fenced
+                       listing); deterministic, for benchmarks of the streaming renderer
+    #stamp             append "@<send time>" to every plain word token when it is sent: the
+                       wall-clock microseconds modulo 10**9 (9 digits), so a client on the same
+                       machine can measure each token's latency (benchmarks)
 
 `max_tokens` is honoured like a real server: a longer reply is cut at that many
 tokens with `finish_reason: "length"`.
@@ -56,7 +63,10 @@ from urllib.parse import unquote
 from aiohttp import web
 
 TITLE_PREFIX = "Give this conversation a descriptive"
-DIRECTIVE = re.compile(r"#(tokens|delay|status|retry_after|cut|abort|fail|flaky|reply|hang)(?:=(\S*))?")
+DIRECTIVE = re.compile(r"#(tokens|delay|status|retry_after|cut|abort|fail|flaky|reply|hang|markdown|stamp)(?:=(\S*))?")
+STAMP_MODULO = 10**9
+STAMP = re.compile(r"@(\d{9})")
+_STAMPABLE = re.compile(r"\s?[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -86,6 +96,7 @@ class Script:
     abort: int | None = None
     fail: int | None = None
     hang: bool = False
+    stamp: bool = False
 
 
 def _text_of(content: Any) -> str:
@@ -105,6 +116,71 @@ def _word_tokens(text: str) -> list[str]:
     return [word if i == 0 else " " + word for i, word in enumerate(words)]
 
 
+_WORDS = ("the model reads each token and the relay sends it on to every tab that watches this "
+          "conversation while the renderer keeps only the open block so work per delta stays small").split()
+
+
+def markdown_tokens(count: int, style: str = "mixed") -> list[str]:
+    """`count` tokens of deterministic Markdown, split roughly as a tokenizer would.
+
+    `mixed` cycles through a heading, paragraphs (with inline code and bold), a list,
+    a table and a fenced code block; `para` is one paragraph that never ends; `code`
+    one fenced listing that never closes (the two worst cases of a streaming renderer).
+    """
+    tokens: list[str] = []
+    word = iter(range(10**9))
+
+    def words(n: int, first: bool = False) -> list[str]:
+        out = [_WORDS[next(word) % len(_WORDS)] for _ in range(n)]
+        return [w if first and i == 0 else " " + w for i, w in enumerate(out)]
+
+    def sentence(first: bool = False) -> list[str]:
+        out = words(9 + next(word) % 6, first)
+        out[0] = out[0][:1] + out[0][1:2].upper() + out[0][2:] if not first else out[0].capitalize()
+        out[-1] += "."
+        return out
+
+    def code_line(k: int) -> list[str]:
+        return ["    total", " =", " total", " +", f" step_{k}", "(x", ")", "\n"]
+
+    if style == "code":
+        tokens += ["```", "python", "\n", "def", " run", "(x", "):", "\n", "    total", " =", " 0", "\n"]
+        k = 0
+        while len(tokens) < count:
+            tokens += code_line(k)
+            k += 1
+    elif style == "para":
+        tokens += sentence(first=True)
+        while len(tokens) < count:
+            tokens += sentence()
+    else:
+        section = 0
+        while len(tokens) < count:
+            tokens += ["##", f" Section", f" {section}", "\n\n"]
+            tokens += sentence(first=True) + sentence() + [" Use", " `relay", ".send`", " and", " **always**", " check."]
+            tokens += sentence() + ["\n\n"]
+            for _ in range(4):
+                tokens += ["-", *words(6), "\n"]
+            tokens += ["\n", "|", " name", " |", " value", " |", "\n", "|", "---", "|", "---", "|", "\n"]
+            for row in range(3):
+                tokens += ["|", *words(1), " |", f" {row}", " |", "\n"]
+            tokens += ["\n", "```", "python", "\n", "def", " run", "(x", "):", "\n", "    total", " =", " 0", "\n"]
+            for k in range(5):
+                tokens += code_line(k)
+            tokens += ["    return", " total", "\n", "```", "\n\n"]
+            tokens += sentence(first=True) + sentence() + sentence() + ["\n\n"]
+            section += 1
+    return tokens[:count]
+
+
+def stamp_token(token: str, now: float | None = None) -> str:
+    """The token with its send time appended, if it is a plain word (see #stamp)."""
+    if not _STAMPABLE.fullmatch(token):
+        return token
+    micros = int((time.time() if now is None else now) * 1_000_000) % STAMP_MODULO
+    return f"{token}@{micros:09d}"
+
+
 def parse_script(messages: list[dict[str, Any]]) -> Script:
     """Read the directives of the last user message (title requests have none)."""
     users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
@@ -116,6 +192,7 @@ def parse_script(messages: list[dict[str, Any]]) -> Script:
 
     script = Script()
     reply: str | None = None
+    markdown: str | None = None
     for match in DIRECTIVE.finditer(last):
         name, value = match.group(1), match.group(2) or ""
         if name == "tokens":
@@ -138,8 +215,14 @@ def parse_script(messages: list[dict[str, Any]]) -> Script:
             reply = unquote(value)
         elif name == "hang":
             script.hang = True
+        elif name == "markdown":
+            markdown = value or "mixed"
+        elif name == "stamp":
+            script.stamp = True
     if reply is not None:
         script.tokens = [reply[i : i + 4] for i in range(0, len(reply), 4)]
+    elif markdown is not None and script.tokens:
+        script.tokens = markdown_tokens(len(script.tokens), markdown)
     elif not script.tokens:
         script.tokens = _word_tokens("Echo: " + _strip_directives(last))
     script.text = "".join(script.tokens)
@@ -343,6 +426,8 @@ class FakeModelServer:
         for i, token in enumerate(tokens[:stop_at]):
             if i and script.delay:
                 await asyncio.sleep(script.delay)
+            if script.stamp:
+                token = stamp_token(token)
             await send({"role": "assistant", "content": token} if i == 0 else {"content": token})
             record.tokens_sent += 1
 

@@ -1,0 +1,178 @@
+"""Daily budgets of requests to metered models (Hugging Face), per user and per site.
+
+Hugging Face's free allowance is about 1,000 requests a day for the whole account,
+so the site must not spend it on one user or overrun it. Every request to a metered
+model (a reply, or a title) is counted in the database, per UTC day, in a row for the
+user and a row for the site (`ModelUsage`, user NULL); the local model is free and
+never counted. A count is a conditional UPDATE (`requests < limit`) inside one
+transaction for both rows, so it holds across processes and never overshoots.
+
+API (blocking: call it through `run_blocking` from async code):
+- `check_and_count(user, model_id, purpose)` counts one request or raises
+  `ChatError("quota_exceeded")` with plain words and `retry_after` (seconds until UTC
+  midnight, when the budgets reset). `purpose="title"` keeps one request in reserve: a
+  title is never what makes the next reply fail, so titling is skipped (the caller
+  falls back to the user's words) when only one request is left.
+- `try_count(...)`: the same, returning False instead of raising.
+- `counted(user, model_id)`: an async context manager that counts on entry and gives
+  the request back if the body raises (the reply never started: busy, storage down).
+- `remaining(user)` / `usage(user)`: what is left today (the hello frame's `usage`).
+
+Settings: HF_DAILY_REQUESTS_PER_USER, HF_DAILY_REQUESTS_SITE (0: no limit).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import math
+from collections.abc import AsyncIterator
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from chat.backends import LOCAL_MODEL_ID
+from chat.errors import ChatError
+from chat.models import ModelUsage
+
+logger = logging.getLogger(__name__)
+
+PURPOSES = ("reply", "title")
+
+
+def is_metered(model_id: str) -> bool:
+    """Every model but the local one is a Hugging Face / OpenAI-compatible one, and counts."""
+    return model_id != LOCAL_MODEL_ID
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def today() -> datetime.date:
+    return _now().date()
+
+
+def seconds_until_reset() -> int:
+    """Whole seconds until the next UTC midnight, when every budget starts afresh."""
+    now = _now()
+    midnight = datetime.datetime.combine(now.date() + datetime.timedelta(days=1), datetime.time(),
+                                         tzinfo=datetime.timezone.utc)
+    return max(1, math.ceil((midnight - now).total_seconds()))
+
+
+def _user_id(user) -> int:
+    return user if isinstance(user, int) else user.pk
+
+
+def _limits() -> tuple[int, int]:
+    return max(0, settings.HF_DAILY_REQUESTS_PER_USER), max(0, settings.HF_DAILY_REQUESTS_SITE)
+
+
+def _take(day: datetime.date, user_id: int | None, limit: int, reserve: int) -> bool:
+    """Count one request on this row if it stays under `limit - reserve` (0: no limit)."""
+    ModelUsage.objects.get_or_create(day=day, user_id=user_id)
+    rows = ModelUsage.objects.filter(day=day, user_id=user_id)
+    if limit:
+        rows = rows.filter(requests__lt=limit - reserve)
+    return rows.update(requests=F("requests") + 1) == 1
+
+
+def _used(user_id: int | None) -> int:
+    spent = ModelUsage.objects.filter(day=today(), user_id=user_id).values_list("requests", flat=True).first()
+    return spent or 0
+
+
+def _in_words(seconds: int) -> str:
+    hours, minutes = divmod(max(1, round(seconds / 60)), 60)
+    if hours and minutes:
+        return f"{hours} h {minutes} min"
+    return f"{hours} h" if hours else f"{minutes} min"
+
+
+def _exceeded(site: bool, limit: int) -> ChatError:
+    wait = seconds_until_reset()
+    who = ("This server has used all of today's requests to hosted models"
+           if site else f"You have used all {limit} of today's requests to hosted models")
+    return ChatError(
+        "quota_exceeded",
+        f"{who}. They start again at midnight UTC, in {_in_words(wait)}. "
+        "The local model does not count and still works.",
+        wait,
+    )
+
+
+def check_and_count(user, model_id: str, purpose: str = "reply") -> None:
+    """Count one request to `model_id` for `user` (a User or a user id), or raise
+    ChatError("quota_exceeded") and count nothing."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown purpose {purpose!r}")
+    if not is_metered(model_id):
+        return
+    user_id = _user_id(user)
+    user_limit, site_limit = _limits()
+    reserve = 1 if purpose == "title" else 0
+    day = today()
+    # One transaction: a refusal by the site's budget gives the user's count back.
+    # Always the user's row first, then the site's, so that two of these never deadlock.
+    with transaction.atomic():
+        if not _take(day, user_id, user_limit, reserve):
+            raise _exceeded(False, user_limit)
+        if not _take(day, None, site_limit, reserve):
+            raise _exceeded(True, site_limit)
+
+
+def try_count(user, model_id: str, purpose: str = "reply") -> bool:
+    try:
+        check_and_count(user, model_id, purpose)
+    except ChatError as refusal:
+        logger.info("model request not counted: budget used up",
+                    extra={"user": _user_id(user), "model": model_id, "purpose": purpose, "code": refusal.code})
+        return False
+    return True
+
+
+def refund(user, model_id: str) -> None:
+    """Give back a request that was counted but never made."""
+    if not is_metered(model_id):
+        return
+    day = today()
+    with transaction.atomic():
+        for user_id in (_user_id(user), None):
+            ModelUsage.objects.filter(day=day, user_id=user_id, requests__gt=0).update(requests=F("requests") - 1)
+
+
+@contextlib.asynccontextmanager
+async def counted(user, model_id: str, purpose: str = "reply") -> AsyncIterator[None]:
+    """Count before the body runs (e.g. before a reply claims its conversation); give the
+    request back if the body fails, since then no model was asked."""
+    # In a thread, as chat.replies.run_blocking does.
+    await database_sync_to_async(check_and_count, thread_sensitive=False)(user, model_id, purpose)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await database_sync_to_async(refund, thread_sensitive=False)(user, model_id)
+        raise
+
+
+def remaining(user) -> int | None:
+    """Requests to hosted models `user` may still make today (the smaller of what is left
+    of the user's and the site's budgets); None when neither is limited."""
+    return usage(user)["remaining"]
+
+
+def usage(user) -> dict:
+    """Today's use, as sent in the hello frame's `usage`:
+    `{"daily_requests", "used", "remaining", "resets_in"}` (see docs/protocol.md)."""
+    user_limit, site_limit = _limits()
+    used, site_used = _used(_user_id(user)), _used(None)
+    left = [limit - spent for limit, spent in ((user_limit, used), (site_limit, site_used)) if limit]
+    return {
+        "daily_requests": user_limit or None,
+        "used": used,
+        "remaining": max(0, min(left)) if left else None,
+        "resets_in": seconds_until_reset(),
+    }

@@ -1,0 +1,95 @@
+"""Log formatters that show a record's structured fields (`logger.info(..., extra={...})`).
+
+`LOG_FORMAT=plain` (the default) renders one human-readable line ending in
+`key=value` pairs; `LOG_FORMAT=json` renders one JSON object per line, for a log
+service that indexes fields (Heroku add-ons, Loki, CloudWatch, ...). Either way a
+record is one line: tracebacks are folded into the line (JSON) or appended below it
+(plain), and only the fields passed in `extra` are added, nothing else of the record.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from typing import Any
+
+# Every attribute a LogRecord has of its own; anything else on a record came from `extra`.
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields given in `extra`, in the order they were given."""
+    return {key: value for key, value in vars(record).items() if key not in _RESERVED and not key.startswith("_")}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _plain_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list, tuple)):
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    else:
+        text = str(value)
+    if not text or any(c.isspace() or c in '"=' for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class KeyValueFormatter(logging.Formatter):
+    """`2026-11-25T10:00:00.123Z INFO chat.replies reply ended conversation=ab12 model=x seconds=1.2`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_timestamp(record)} {record.levelname} {record.name} {record.getMessage()}"
+        fields = extra_fields(record)
+        if fields:
+            line += " " + " ".join(f"{key}={_plain_value(value)}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        elif record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in extra_fields(record).items():
+            data.setdefault(key, value)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        elif record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def logging_config(fmt: str, level: str) -> dict:
+    """The LOGGING setting for LOG_FORMAT (`json` or `plain`) and LOG_LEVEL."""
+    fmt = (fmt or "plain").strip().lower()
+    if fmt not in ("json", "plain"):
+        raise ValueError(f"LOG_FORMAT must be json or plain, not {fmt!r}")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"()": "config.logging.KeyValueFormatter"},
+            "json": {"()": "config.logging.JsonFormatter"},
+        },
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": fmt}},
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {"django.channels.server": {"level": "WARNING"}},
+    }
