@@ -304,6 +304,7 @@ function onMessageCreated(frame) {
     // Our first message of a new chat; conversation.created may come after it.
     adoptConversation(sidebar.get(conversationId) || { id: conversationId });
   }
+  sidebar.touch(conversationId, msg.created_at); // newest first: no conversation.updated comes for a new message
   if (conversationId !== state.conversationId || isAwaitingState(conversationId)) return;
   if (pane.receiveUserMessage(msg, frame.ref) === "unknown") resync();
   refreshComposer();

@@ -100,6 +100,13 @@ export class Sidebar {
     this.afterChange();
   }
 
+  /** A message was stored in that conversation at `time`: it moves up to its place by time. */
+  touch(id, time) {
+    const meta = this.metas.get(id);
+    if (!meta || !time || timeOf({ updated_at: time }) <= timeOf(meta)) return;
+    this.upsert({ id, updated_at: time }, { animateTitle: false });
+  }
+
   remove(id) {
     this.metas.delete(id);
     const item = this.itemFor(id);
@@ -151,7 +158,7 @@ export class Sidebar {
         return;
       }
     }
-    this.list.append(item);
+    if (this.list.lastElementChild !== item) this.list.append(item); // moving a node restarts its animations and drops its focus
   }
 
   afterChange() {
@@ -284,10 +291,11 @@ export class Sidebar {
   }
 }
 
-/** Restarts the fade-in animation of a new title. */
+/** Restarts the fade-in animation of a new title; the class goes when it ends, so that moving the item does not replay it. */
 function fadeIn(node) {
   if (!node) return;
   node.classList.remove("title-fade");
   void node.offsetWidth; // restart the animation
   node.classList.add("title-fade");
+  node.addEventListener("animationend", () => node.classList.remove("title-fade"), { once: true });
 }

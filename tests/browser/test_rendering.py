@@ -1,0 +1,95 @@
+"""What a reply shows: untrusted HTML is inert, code is highlighted with a Copy button."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import scripted_reply
+
+XSS_REPLY = (
+    "Payloads follow.\n\n"
+    "<script>alert(1)</script>\n\n"
+    "<img src=x onerror=alert(1)>\n\n"
+    "[click](javascript:alert(1))\n\n"
+    '<a href="javascript:alert(1)">x</a>\n\n'
+    '<svg onload="window.__xss += 1"></svg><b onmouseover="window.__xss += 1">hover</b>\n\n'
+    "The end."
+)
+XSS_USER_TEXT = "<img src=x onerror=alert(1)> hello"
+
+# Before any script of the page: a counter that every payload would bump, also through alert().
+XSS_HOOKS = """
+window.__xss = 0;
+const realAlert = window.alert;
+window.alert = function (...args) { window.__xss += 1; return realAlert.apply(this, args); };
+"""
+
+DOM_PROBLEMS = """() => {
+  const bodies = [...document.querySelectorAll('[data-testid="message-body"]')];
+  const all = [...document.querySelectorAll("*")];
+  return {
+    scripts: bodies.reduce((n, b) => n + b.querySelectorAll("script").length, 0),
+    images: bodies.reduce((n, b) => n + b.querySelectorAll("img, svg, iframe, object, embed").length, 0),
+    handlers: all.filter((el) => [...el.attributes].some((a) => a.name.toLowerCase().startsWith("on"))).map((el) => el.outerHTML.slice(0, 120)),
+    jsLinks: all.filter((el) => ["href", "src", "action", "formaction", "xlink:href"].some(
+      (name) => (el.getAttribute(name) || "").replace(/[\\s\\u0000-\\u001f]/g, "").toLowerCase().startsWith("javascript:"))
+    ).map((el) => el.outerHTML.slice(0, 120)),
+    xss: window.__xss,
+  };
+}"""
+
+CODE = 'def add(a, b):\n    """Adds."""\n    return a + b\n'
+
+
+@pytest.mark.browser
+def test_script_in_a_reply_or_a_message_never_runs(chat):
+    dialogs = []
+    chat.page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    chat.page.context.add_init_script(XSS_HOOKS)
+    chat.reload()
+
+    chat.send_and_wait(f"{XSS_USER_TEXT} {scripted_reply(XSS_REPLY)}")
+    reply = chat.body(chat.replies.first)
+    expect(reply).to_contain_text("The end.")
+    expect(reply).to_contain_text("click")  # the link text stays, its javascript: URL does not
+    # The user's text is shown as text, exactly as typed.
+    expect(chat.body(chat.user_messages.first)).to_contain_text(XSS_USER_TEXT)
+
+    for where in ("streamed", "server-rendered after a reload"):
+        problems = chat.page.evaluate(DOM_PROBLEMS)
+        assert problems == {"scripts": 0, "images": 0, "handlers": [], "jsLinks": [], "xss": 0}, (where, problems)
+        if where == "streamed":
+            chat.reload()
+            expect(chat.body(chat.replies.first)).to_contain_text("The end.")
+            expect(chat.body(chat.user_messages.first)).to_contain_text(XSS_USER_TEXT)
+    chat.body(chat.replies.first).get_by_text("hover").hover()
+    chat.body(chat.replies.first).get_by_text("click").click()
+    assert chat.page.evaluate("window.__xss") == 0
+    assert dialogs == []
+
+
+@pytest.mark.browser
+def test_a_code_block_is_highlighted_and_has_a_copy_button(chat):
+    chat.page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    reply = chat.send_and_wait("Show me code " + scripted_reply(f"Here it is:\n\n```python\n{CODE}```\n\nDone."))
+    block = reply.locator(".codehilite")
+    expect(block).to_have_count(1)
+    expect(block.locator("pre")).to_have_text(CODE.rstrip("\n"))
+    # Pygments token classes, coloured by the stylesheet: a keyword is not plain text colour.
+    keyword = block.locator("pre span.k", has_text="def")
+    expect(keyword).to_have_count(1)
+    expect(block.locator("pre span.nf", has_text="add")).to_have_count(1)
+    colours = chat.page.evaluate(
+        "([k, pre]) => [getComputedStyle(k).color, getComputedStyle(pre).color]",
+        [keyword.element_handle(), block.locator("pre").element_handle()],
+    )
+    assert colours[0] != colours[1], colours
+
+    copy = block.get_by_test_id("copy-code")
+    expect(copy).to_be_visible()
+    expect(copy).to_have_text("Copy")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    copied = chat.page.evaluate("navigator.clipboard.readText()")
+    assert copied.rstrip("\n") == CODE.rstrip("\n")
+    expect(copy).to_have_text("Copy")  # the confirmation goes away by itself

@@ -1,0 +1,131 @@
+"""Controlling replies: stop, regenerate, edit and switch versions, resume after a reload."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import numbered_words, word_numbers
+
+STAMPED_REPLY = re.compile(r"^w0@\d{9} w1@\d{9} w2@\d{9}$")
+
+# Records every text the reply being written shows, from the first paint of each page load on.
+RECORD_STREAMED_TEXTS = """
+window.__streamed = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const record = () => {
+    const reply = document.querySelector('[data-testid="message"][data-role="assistant"][data-status="generating"]');
+    if (!reply) return;
+    const text = reply.querySelector('[data-testid="message-body"]').textContent;
+    if (window.__streamed[window.__streamed.length - 1] !== text) window.__streamed.push(text);
+  };
+  new MutationObserver(record).observe(document.body, { childList: true, subtree: true, characterData: true, attributes: true });
+  record();
+});
+"""
+
+
+@pytest.mark.browser
+def test_stop_mid_reply_keeps_the_partial_text_also_after_a_reload(chat):
+    chat.send("Long answer please #tokens=400 #delay=0.02")
+    reply = chat.replies.first
+    expect(chat.body(reply)).to_contain_text("w10")
+    expect(reply).to_have_attribute("data-status", "generating")
+
+    reply.get_by_test_id("stop").click()
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(reply.get_by_test_id("message-status")).to_have_text("Stopped")
+    partial = chat.body(reply).inner_text()
+    numbers = word_numbers(partial)
+    assert numbers == list(range(len(numbers))), partial
+    assert 10 < len(numbers) < 400, partial
+    expect(chat.by("composer-form")).to_have_attribute("data-state", "ready")  # no longer blocked by the reply
+
+    chat.reload()
+    reply = chat.replies.first
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(reply.get_by_test_id("message-status")).to_have_text("Stopped")
+    expect(chat.body(reply)).to_have_text(partial)
+
+
+@pytest.mark.browser
+def test_regenerate_adds_a_second_version_and_the_first_stays_one_click_away(chat):
+    # #stamp makes every reply different: each word carries the time it was sent.
+    first = chat.send_and_wait("Tell me something #tokens=3 #stamp")
+    first_text = chat.body(first).inner_text()
+    assert STAMPED_REPLY.match(first_text), first_text
+
+    first.get_by_test_id("regenerate").click()
+    reply = chat.replies.last
+    expect(reply.get_by_test_id("branch-counter")).to_have_text("2 / 2")
+    expect(reply).to_have_attribute("data-status", "complete")
+    second_text = chat.body(reply).inner_text()
+    assert STAMPED_REPLY.match(second_text) and second_text != first_text
+    expect(chat.replies).to_have_count(1)
+
+    chat.replies.last.get_by_test_id("branch-prev").click()
+    expect(chat.replies.last.get_by_test_id("branch-counter")).to_have_text("1 / 2")
+    expect(chat.body(chat.replies.last)).to_have_text(first_text)
+    expect(chat.replies.last.get_by_test_id("branch-prev")).to_be_disabled()
+
+    chat.replies.last.get_by_test_id("branch-next").click()
+    expect(chat.replies.last.get_by_test_id("branch-counter")).to_have_text("2 / 2")
+    expect(chat.body(chat.replies.last)).to_have_text(second_text)
+
+
+@pytest.mark.browser
+def test_editing_a_message_makes_a_new_branch_and_the_arrows_switch_between_them(chat):
+    chat.send_and_wait("What colour is the sky?")
+    expect(chat.body(chat.replies.last)).to_have_text("Echo: What colour is the sky?")
+
+    chat.user_messages.first.get_by_test_id("edit").click()
+    editor = chat.by("edit-input")
+    expect(editor).to_have_value("What colour is the sky?")
+    editor.fill("What colour is the sea?")
+    chat.by("edit-save").click()
+
+    question, answer = chat.user_messages.first, chat.replies.first
+    expect(chat.body(question)).to_have_text("What colour is the sea?")
+    expect(question.get_by_test_id("branch-counter")).to_have_text("2 / 2")
+    expect(answer).to_have_attribute("data-status", "complete")
+    expect(chat.body(answer)).to_have_text("Echo: What colour is the sea?")
+    expect(chat.messages).to_have_count(2)
+
+    question.get_by_test_id("branch-prev").click()
+    expect(question.get_by_test_id("branch-counter")).to_have_text("1 / 2")
+    expect(chat.body(question)).to_have_text("What colour is the sky?")
+    expect(chat.body(chat.replies.first)).to_have_text("Echo: What colour is the sky?")
+
+    chat.user_messages.first.get_by_test_id("branch-next").click()
+    expect(chat.user_messages.first.get_by_test_id("branch-counter")).to_have_text("2 / 2")
+    expect(chat.body(chat.user_messages.first)).to_have_text("What colour is the sea?")
+    expect(chat.body(chat.replies.first)).to_have_text("Echo: What colour is the sea?")
+
+    # The shown branch is the stored one: a reload shows the same.
+    chat.reload()
+    expect(chat.body(chat.user_messages.first)).to_have_text("What colour is the sea?")
+    expect(chat.user_messages.first.get_by_test_id("branch-counter")).to_have_text("2 / 2")
+    expect(chat.body(chat.replies.first)).to_have_text("Echo: What colour is the sea?")
+
+
+@pytest.mark.browser
+def test_a_reload_mid_reply_continues_the_reply_without_gap_or_duplicate(chat):
+    chat.page.context.add_init_script(RECORD_STREAMED_TEXTS)
+    chat.send("Count for me #tokens=300 #delay=0.02")
+    expect(chat.body(chat.replies.first)).to_contain_text("w30")
+    expect(chat.replies.first).to_have_attribute("data-status", "generating")
+
+    chat.reload()
+    reply = chat.replies.first
+    expect(reply).to_have_attribute("data-status", "generating")  # joined halfway, still being written
+    expect(reply).to_have_attribute("data-status", "complete")
+    expect(chat.body(reply)).to_have_text(numbered_words(300))
+
+    # Every text shown while it streamed after the reload was the reply so far: w0 up to some wN.
+    streamed = chat.page.evaluate("window.__streamed")
+    assert len(streamed) > 5, streamed
+    for text in streamed:
+        numbers = word_numbers(text)
+        assert numbers == list(range(len(numbers))), text
+    assert word_numbers(streamed[0])[-1] >= 30  # the first paint already had the text so far
