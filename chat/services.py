@@ -109,7 +109,7 @@ class Turn:
         if self.user_message is not None:
             await broadcast.to_conversation(self.row.pk, protocol.message_created(self.row.pk, self.user_message),
                                             origin=self.origin, ref=self.ref)
-        if self.user_message is None or self.reconfigured:  # a regenerate, or a send that switched the model
+        if not self.created:  # updated_at moved (and maybe the model): every sidebar reorders
             await broadcast.to_user(self.row.owner_id, protocol.conversation_updated(conversation_dict(self.row)),
                                     origin=self.origin, ref=self.ref)
         self.reply.start()

@@ -116,6 +116,8 @@ async def test_tab_hears_only_the_conversation_it_shows():
     await other_tab.receive("conversation.state")
     await asker.send("message.send", conversation=first, content="in the first")
     await asker.reply_text()
+    sidebar = await other_tab.next_frame()  # the sidebar moves the conversation up, and that is all
+    assert sidebar["type"] == "conversation.updated" and sidebar["conversation"]["id"] == first
     assert await other_tab.nothing_more()
     await asker.close()
     await other_tab.close()
