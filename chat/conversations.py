@@ -24,9 +24,9 @@ from chat.transcript import Message, Transcript
 T = TypeVar("T")
 
 
-def list_conversations(user) -> list[Conversation]:
+def list_conversations(user, limit: int | None = None) -> list[Conversation]:
     """The sidebar: one query, newest first, no storage call."""
-    return list(Conversation.objects.filter(owner=user).order_by("-updated_at"))
+    return list(Conversation.objects.filter(owner=user).order_by("-updated_at")[:limit])
 
 
 def get_latest_conversation(user) -> Conversation | None:

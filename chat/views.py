@@ -19,6 +19,12 @@ from chat.presenters import branch_dicts, conversation_dict
 from chat.services import limits
 
 
+# The page renders the newest conversations at once; the socket's `hello`, which
+# follows within milliseconds, brings the whole list. A user with 10,000
+# conversations would otherwise wait for a page of several megabytes.
+SIDEBAR_FIRST_PAGE = 100
+
+
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
     latest = conversations.get_latest_conversation(request.user)
@@ -60,7 +66,7 @@ def _chat_page(request: HttpRequest, conversation_id: str | None) -> HttpRespons
         "conversationUrlTemplate": reverse("chat:conversation", args=["__id__"]),
     }
     context = {
-        "conversations": [conversation_dict(row) for row in conversations.list_conversations(request.user)],
+        "conversations": [conversation_dict(row) for row in conversations.list_conversations(request.user, SIDEBAR_FIRST_PAGE)],
         "conversation": conversation,
         "messages": messages,
         "models": models,
