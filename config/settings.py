@@ -234,7 +234,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "config.channel_layers.SweepingInMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 # The cache holds the login throttle's counters: shared by every process through Redis
 # when there is one, else per process.

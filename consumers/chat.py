@@ -45,6 +45,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     resume: Resume | None = None
     floor: tuple[str | None, int] = (None, 0)  # (reply, seq): older deltas are in the snapshot
 
+    # Events that touch no database. Channels runs close_old_connections before every
+    # event, a hop to its one sync thread: per delta and per socket, that hop
+    # serialised every relayed token of the process behind one thread.
+    RELAY_EVENTS = frozenset({"frame.send", "reply.snapshot"})
+
+    async def dispatch(self, message: dict) -> None:
+        if message["type"] in self.RELAY_EVENTS:
+            await getattr(self, message["type"].replace(".", "_"))(message)
+        else:
+            await super().dispatch(message)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
