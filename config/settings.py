@@ -227,8 +227,11 @@ if REDIS_URL:
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5,
                            **REDIS_TLS_OPTIONS}],
                 "prefix": REDIS_PREFIX,
-                # Deltas are coalesced, but a burst must never be dropped silently.
-                "capacity": 1000,
+                # All sockets of a process share one real channel in Redis, and the
+                # capacity counts its messages together: a process relaying dozens of
+                # replies needs more than the default 100 (channels#658). Deltas that
+                # are dropped anyway show up as a `seq` gap, which the page repairs.
+                "capacity": 5000,
                 "expiry": 60,
             },
         }
