@@ -66,7 +66,7 @@ TITLE_PREFIX = "Give this conversation a descriptive"
 DIRECTIVE = re.compile(r"#(tokens|delay|status|retry_after|cut|abort|fail|flaky|reply|hang|markdown|stamp)(?:=(\S*))?")
 STAMP_MODULO = 10**9
 STAMP = re.compile(r"@(\d{9})")
-_STAMPABLE = re.compile(r"\s?[A-Za-z][A-Za-z0-9_]*")
+STAMPABLE = re.compile(r"\s?[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -175,7 +175,7 @@ def markdown_tokens(count: int, style: str = "mixed") -> list[str]:
 
 def stamp_token(token: str, now: float | None = None) -> str:
     """The token with its send time appended, if it is a plain word (see #stamp)."""
-    if not _STAMPABLE.fullmatch(token):
+    if not STAMPABLE.fullmatch(token):
         return token
     micros = int((time.time() if now is None else now) * 1_000_000) % STAMP_MODULO
     return f"{token}@{micros:09d}"
