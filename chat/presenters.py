@@ -38,7 +38,8 @@ def message_html(message: Message) -> str:
     return _reply_html(message.content) if message.role == "assistant" else user_text_html(message.content)
 
 
-def message_dict(transcript: Transcript, message: Message) -> dict:
+def message_dict(transcript: Transcript | None, message: Message) -> dict:
+    """`transcript` None: a message that could not be stored, so it has no siblings."""
     data = {
         "id": message.id,
         "parent": message.parent,
@@ -46,7 +47,7 @@ def message_dict(transcript: Transcript, message: Message) -> dict:
         "content": message.content,
         "html": message_html(message),
         "created_at": message.created_at,
-        "siblings": transcript.siblings(message.id),
+        "siblings": transcript.siblings(message.id) if transcript else [message.id],
     }
     if message.role == "assistant":
         data["model"] = message.model

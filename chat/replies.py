@@ -134,7 +134,7 @@ class ReplyTask:
 
     def __post_init__(self) -> None:
         self._wakeup = asyncio.Event()
-        self._renderer = StreamRenderer()
+        self._renderer = StreamRenderer(keep_text=False)  # the task keeps the text itself
         self._stream_task: asyncio.Task | None = None
 
     @property
@@ -300,9 +300,9 @@ class ReplyTask:
         if message is None:
             fallback = Message(self.reply_id, self.parent_id, "assistant", "".join(self._parts), timezone.now().isoformat(),
                                model=self.model, status="failed")
-            await self._broadcast(protocol.reply_failed(
-                self.conversation_id, {**_unstored_dict(fallback)}, "storage_unavailable",
-                "The reply could not be saved: storage is unavailable."))
+            shown = await run_blocking(message_dict, None, fallback)
+            await self._broadcast(protocol.reply_failed(self.conversation_id, shown, "storage_unavailable",
+                                                        "The reply could not be saved: storage is unavailable."))
             return
         shown = await run_blocking(message_dict, transcript, message)  # renders the whole reply once
         if self.failure:
@@ -364,13 +364,3 @@ def _set_title_once(row: Conversation, title: str) -> None:
             transcript.title = title
 
     conversations.update_transcript(row, set_if_untitled, touch=False)
-
-
-def _unstored_dict(message: Message) -> dict:
-    from chat.presenters import message_html
-
-    return {
-        "id": message.id, "parent": message.parent, "role": message.role, "content": message.content,
-        "html": message_html(message), "created_at": message.created_at, "model": message.model,
-        "status": message.status, "siblings": [message.id],
-    }

@@ -13,7 +13,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from chat import broadcast, conversations, quotas, replies
+from chat import broadcast, conversations, quotas, replies, sharing
+from chat import search as search_index
 from chat.backends import ModelError, available_models, default_model_id, get_backend
 from chat.errors import ChatError, not_found
 from chat.models import Conversation
@@ -59,7 +60,6 @@ class Opening:
     """A conversation being opened; `reply_channel` is set when a reply is in progress."""
 
     row: Conversation
-    transcript: Transcript
     messages: list[dict]  # rendered off the event loop: Markdown costs about 1 ms per KB
     reply_channel: str | None
 
@@ -77,7 +77,7 @@ async def open_conversation(row: Conversation) -> Opening:
         if row.reply_message:
             replies.recover_if_stale(row)
         transcript = conversations.load_transcript(row)
-        return Opening(row, transcript, branch_dicts(transcript), row.reply_channel or None)
+        return Opening(row, branch_dicts(transcript), row.reply_channel or None)
 
     return await run_blocking(load)
 
@@ -182,9 +182,17 @@ async def _start_new_conversation(user, content: str, model: str, origin, ref) -
         return row, transcript, message
 
     row, transcript, message = await run_blocking(create)
-    task = replies.ReplyTask(row=row, reply_id=reply_id, parent_id=message.id, model=model,
-                             model_messages=transcript.model_messages(), channel=channel, title_from=content)
+    task = _reply_task(row, reply_id, channel, transcript, message)
     return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
+
+
+def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message) -> replies.ReplyTask:
+    """The reply to `parent`; it titles the conversation if it is the first exchange of an untitled one."""
+    branch = transcript.active_branch()
+    needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
+    return replies.ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
+                             model_messages=transcript.model_messages(), channel=channel,
+                             title_from=branch[0].content if needs_title else None)
 
 
 async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
@@ -201,11 +209,7 @@ async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_u
         raise
     # The model too: the change may have set it (a send with another model).
     await run_blocking(lambda: Conversation.objects.filter(pk=row.pk).update(reply_parent=message.id, reply_model=row.model))
-    branch = transcript.active_branch()
-    needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
-    task = replies.ReplyTask(row=row, reply_id=reply_id, parent_id=message.id, model=row.model,
-                             model_messages=transcript.model_messages(), channel=channel,
-                             title_from=branch[0].content if needs_title else None)
+    task = _reply_task(row, reply_id, channel, transcript, message)
     shown = message_dict(transcript, message) if announce_user_message else None
     return Turn(row, task, user_message=shown, origin=origin, ref=ref)
 
@@ -291,8 +295,6 @@ async def share(user, conversation_id: str) -> str:
     `conversation.updated` (its `shared` is now true); the asking socket also gets
     `conversation.shared` with the URL, which is never sent anywhere else.
     """
-    from chat import sharing
-
     row, url = await run_blocking(sharing.share, user, conversation_id)
     await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)))
     return url
@@ -300,16 +302,12 @@ async def share(user, conversation_id: str) -> str:
 
 async def unshare(user, conversation_id: str) -> None:
     """Withdraw the link; it answers 404 from the moment this returns."""
-    from chat import sharing
-
     row = await run_blocking(sharing.unshare, user, conversation_id)
     await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)))
 
 
 async def search(user, query: str) -> list[dict]:
     """Full-text search over the titles and messages of the user's conversations (chat/search.py)."""
-    from chat import search as search_index
-
     if len(query) > protocol.MAX_QUERY_CHARS:
         raise ChatError("too_large", f"Search queries are limited to {protocol.MAX_QUERY_CHARS} characters.")
     return await run_blocking(search_index.search, user, query)
