@@ -6,20 +6,22 @@ from collections import deque
 
 
 class SlidingWindowLimiter:
-    """Allow `limit` events per `window` seconds for each key."""
+    """Counts events per key; the limit and window are given at each hit.
 
-    def __init__(self, limit: int, window: float):
-        self.limit = limit
-        self.window = window
+    They come from the settings at the moment of the hit, so that changed settings
+    (and tests) take effect without rebuilding the limiter.
+    """
+
+    def __init__(self) -> None:
         self._events: dict[object, deque[float]] = {}
 
-    def hit(self, key: object) -> float | None:
+    def hit(self, key: object, limit: int, window: float) -> float | None:
         """Record an event; return None if allowed, else the seconds to wait."""
         now = time.monotonic()
         events = self._events.setdefault(key, deque())
-        while events and now - events[0] >= self.window:
+        while events and now - events[0] >= window:
             events.popleft()
-        if len(events) >= self.limit:
-            return round(self.window - (now - events[0]), 2)
+        if len(events) >= limit:
+            return round(window - (now - events[0]), 2)
         events.append(now)
         return None

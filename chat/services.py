@@ -24,7 +24,7 @@ from chat.replies import run_blocking
 from chat.transcript import Message, Transcript
 from consumers import protocol
 
-_reply_limiter = SlidingWindowLimiter(settings.CHAT_RATE_LIMIT_MESSAGES, 60.0)
+_reply_limiter = SlidingWindowLimiter()
 
 
 def limits() -> dict:
@@ -132,8 +132,7 @@ def _check_model(model_id: str) -> str:
 
 
 def _check_reply_rate(user) -> None:
-    _reply_limiter.limit = settings.CHAT_RATE_LIMIT_MESSAGES  # read now, not at import
-    wait = _reply_limiter.hit(user.pk)
+    wait = _reply_limiter.hit(user.pk, settings.CHAT_RATE_LIMIT_MESSAGES, 60.0)
     if wait is not None:
         raise ChatError("rate_limited", f"You are sending messages too fast; try again in {wait:.0f} s.", wait)
 

@@ -38,7 +38,7 @@ class Resume:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     # Per process and per user, shared by all of a user's sockets in this process.
-    frame_limiter = SlidingWindowLimiter(settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW)
+    frame_limiter = SlidingWindowLimiter()
 
     user = None
     watching: str | None = None
@@ -98,14 +98,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.error(failure.code, failure.message, ref, failure.retry_after))
 
     def _frame_wait(self) -> float | None:
-        """Seconds this user must wait before sending frames again, or None.
-
-        The limits are read from the settings at each frame, not when the class is
-        defined, so that a change of settings takes effect.
-        """
-        limiter = self.frame_limiter
-        limiter.limit, limiter.window = settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW
-        return limiter.hit(self.user.pk)
+        """Seconds this user must wait before sending frames again, or None."""
+        return self.frame_limiter.hit(self.user.pk, settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW)
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=protocol.encode(frame))
