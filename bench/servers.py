@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.live_server import REPO, LiveServer, free_port
+from tests.live_server import REPO, LiveServer, free_port, stop_process
 
 FAKE_MODEL = "bench/fake"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -75,14 +75,7 @@ class _Process:
         return self.process.pid
 
     def stop(self, timeout: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        stop_process(self.process, timeout)
 
     def __enter__(self):
         return self.start()

@@ -50,6 +50,18 @@ def server_env(tmp_path: Path, model_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Terminate, then kill if it will not go; nothing if it is not running."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
 class LiveServer:
     def __init__(self, env: dict[str, str], port: int | None = None, host: str = "127.0.0.1",
                  log_path: Path | None = None):
@@ -104,14 +116,7 @@ class LiveServer:
         raise RuntimeError(f"daphne did not listen on port {self.port} within {timeout} s:\n{self.log()}")
 
     def stop(self, timeout: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        stop_process(self.process, timeout)
 
     def log(self) -> str:
         """What the server printed so far."""
