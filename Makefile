@@ -1,5 +1,9 @@
 # The two commands of the README are `make run` and `make test`.
-PYTHON ?= python3
+# Everything installs into the project's own virtual environment: a stock Debian or
+# Ubuntu Python refuses system-wide pip installs (PEP 668).
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON = $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # The default native build of llama.cpp crashes on the first token on AMX Xeons;
@@ -12,7 +16,10 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: install run test test-sqlite test-postgres browser bench bench-quick collectstatic
 
-install:
+$(PYTHON):
+	$(BASE_PYTHON) -m venv $(VENV)
+
+install: $(PYTHON)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip install --no-cache-dir --no-deps -r requirements.txt
 	$(PYTHON) -c "import llama_cpp"
 
