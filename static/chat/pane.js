@@ -17,7 +17,6 @@ import {
   buildMessage,
   codeTextFor,
   copyText,
-  enhanceRenderedHtml,
   flashButton,
   h,
   openInNewTab,
