@@ -1,4 +1,4 @@
-// DOM building. No state lives here: app.js and its helpers call these functions.
+// DOM building. No state lives here: the page's components (pane, sidebar, toolbar...) call these functions.
 //
 // The one rule: HTML that comes from the server in a frame (`message.html`,
 // `reply.delta.html.append` / `.tail`, `generating.html`) is already sanitized by the
