@@ -3,6 +3,7 @@
 // classic script (it must run before the first paint). Vendored code is not ours.
 import js from "@eslint/js";
 import globals from "globals";
+import manifestImports from "./manifest-imports.js";
 
 export default [
   { ignores: ["**/vendor/**"] },
@@ -14,7 +15,9 @@ export default [
       sourceType: "module",
       globals: { ...globals.browser },
     },
+    plugins: { chat: { rules: { "manifest-imports": manifestImports } } },
     rules: {
+      "chat/manifest-imports": "error",
       eqeqeq: ["error", "always"],
       "no-implicit-coercion": ["error", { allow: ["!!"] }],
       "no-shadow": "error",

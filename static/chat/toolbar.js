@@ -1,5 +1,5 @@
 // The open conversation's header and navbar controls: its title (also the page's),
-// the model picker, the system prompt, the export links and sharing. Everything here
+// the model picker, the system prompt, the download links and sharing. Everything here
 // follows the open conversation in the state; render() brings it up to date.
 //
 // Frames handled: conversation.shared.
