@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 # database there and drops it afterwards).
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test test-sqlite test-postgres browser bench bench-quick collectstatic
+.PHONY: install run test test-sqlite test-postgres browser bench bench-quick collectstatic lint-js
 
 $(PYTHON):
 	$(BASE_PYTHON) -m venv $(VENV)
@@ -54,3 +54,11 @@ bench-quick: install
 
 collectstatic:
 	$(PYTHON) manage.py collectstatic --noinput
+
+# ESLint over the chat page's scripts (static/chat; static/vendor is not ours), with the
+# exact versions pinned in .ci/js/package-lock.json. Needs Node.js 20.19+ and npm.
+JS_LINT = .ci/js
+lint-js:
+	@command -v npm >/dev/null || { echo "make lint-js: npm is missing (install Node.js 20.19 or later)" >&2; exit 1; }
+	npm ci --prefix $(JS_LINT) --no-audit --no-fund
+	$(JS_LINT)/node_modules/.bin/eslint --config $(JS_LINT)/eslint.config.js --max-warnings 0 static/chat

@@ -11,7 +11,7 @@ export class Composer {
   constructor({ form, textarea, sendButton, hint, counter, onSubmit }) {
     Object.assign(this, { form, textarea, sendButton, hint, counter, onSubmit });
     this.limit = null;
-    this.blockedReason = null; // from app.js: why sending is not possible now
+    this.blockedReason = null; // from conversation.js: why sending is not possible now
     this.idleHint = hint.textContent;
 
     textarea.addEventListener("input", () => this.update());

@@ -1,5 +1,5 @@
-// The message pane: the active branch of the open conversation, the reply being
-// streamed into it, the inline editor, and scrolling.
+// The message pane: the active branch of the open conversation and the reply being
+// streamed into it. Its scrolling is scroll.js's; its inline editor is editor.js's.
 //
 // The pane keeps one entry per shown message, in branch order:
 //   { msg, el, pending, stream, error }
@@ -8,48 +8,28 @@
 //   stream   null, or { expectedSeq, content, done, tail, body } while a reply is written
 //   error    null, or { text, detail } for a failed reply
 // It does not talk to the socket: protocol actions go to onAction(action, detail), and
-// the streaming methods return "ok", "duplicate", "gap" or "unknown" so that app.js can
-// decide to resynchronise.
+// the streaming methods return "ok", "duplicate", "gap" or "unknown" so that
+// conversation.js can decide to resynchronise.
 
-import {
-  buildEditor,
-  buildFooter,
-  buildMessage,
-  codeTextFor,
-  copyText,
-  enhanceRenderedHtml,
-  flashButton,
-  h,
-  openInNewTab,
-} from "./render.js";
+import { buildFooter, buildMessage, codeTextFor, copyText, flashButton, h, openInNewTab } from "./render.js";
+import { announceReply, appendDelta, openStream, showStopping } from "./stream.js";
 import { describeError } from "./errors.js";
-
-const NEAR_BOTTOM_PX = 80;
+import { ScrollFollower } from "./scroll.js";
+import { InlineEditor } from "./editor.js";
+import { rememberFocus, restoreFocus } from "./focus.js";
 
 export class MessagePane {
   constructor({ list, scroller, jumpButton, emptyState, announcer, onAction }) {
     this.list = list;
     this.announcer = announcer;
-    this.scroller = scroller;
-    this.jumpButton = jumpButton;
     this.emptyState = emptyState;
     this.onAction = onAction;
     this.entries = [];
     this.online = false;
     this.loading = false;
-    this.stickToBottom = true;
-
-    this.lastScrollTop = 0;
-    this.scroller.addEventListener("scroll", () => this.onScroll(), { passive: true });
-    // The pane gets shorter when the composer grows or the keyboard opens: stay at the bottom.
-    if (window.ResizeObserver) new ResizeObserver(() => this.followIfStuck()).observe(this.scroller);
-    this.jumpButton.addEventListener("click", () => {
-      this.scrollToBottom();
-      this.jumpButton.hidden = true;
-    });
+    this.scroll = new ScrollFollower({ scroller, jumpButton });
     this.list.addEventListener("click", (event) => this.onClick(event));
-    this.list.addEventListener("submit", (event) => this.onEditorSubmit(event));
-    this.list.addEventListener("keydown", (event) => this.onEditorKeydown(event));
+    this.editor = new InlineEditor({ list, onSubmit: (id, content) => this.onAction("edit-submit", { id, content }) });
   }
 
   // --- Reading the state ---------------------------------------------------------
@@ -109,7 +89,7 @@ export class MessagePane {
     }
     this.entries = entries;
     this.renderAll();
-    this.scrollToBottom();
+    this.scroll.scrollToBottom();
   }
 
   clear() {
@@ -186,7 +166,7 @@ export class MessagePane {
     this.loading = false;
     this.appendEntryElement(entry);
     this.refreshFooters();
-    this.scrollToBottom();
+    this.scroll.scrollToBottom();
   }
 
   /** Removes a pending message (its send failed); returns its text, or null. */
@@ -283,36 +263,20 @@ export class MessagePane {
       this.appendEntryElement(p);
     }
     this.afterStructureChange();
-    this.followIfStuck();
+    this.scroll.followIfStuck();
     return "ok";
   }
 
   /**
-   * `reply.delta`: applies it if its seq is the expected one.
-   * "duplicate" (seq below: ignored), "gap" (seq above: the caller resynchronises),
-   * "unknown" (no such reply being written here).
+   * `reply.delta`: "ok", "duplicate" or "gap" (stream.js), or "unknown" when no such
+   * reply is being written here.
    */
   applyDelta(frame) {
     const entry = this.find(frame.message);
     if (!entry || !entry.stream) return "unknown";
-    const stream = entry.stream;
-    const seq = Number(frame.seq);
-    if (!Number.isInteger(seq)) return "gap";
-    if (seq < stream.expectedSeq) return "duplicate";
-    if (seq > stream.expectedSeq) return "gap";
-    stream.expectedSeq = seq + 1;
-    stream.content += frame.delta || "";
-    const html = frame.html;
-    if (html && typeof html === "object") {
-      if (html.append) stream.done.insertAdjacentHTML("beforeend", html.append); // sanitized by the server
-      stream.tail.innerHTML = html.tail || ""; // sanitized by the server
-    } else if (frame.delta) {
-      // No HTML in the frame: show the text as text until the reply completes.
-      stream.tail.append(document.createTextNode(frame.delta));
-    }
-    entry.el.classList.toggle("has-text", stream.content.length > 0);
-    this.followIfStuck();
-    return "ok";
+    const result = appendDelta(entry.stream, entry.el, frame);
+    if (result === "ok") this.scroll.followIfStuck();
+    return result;
   }
 
   /** `reply.completed` / `reply.failed`: the stored reply replaces the streamed one. */
@@ -333,73 +297,28 @@ export class MessagePane {
     if (entry.el) this.rerenderEntry(entry);
     else this.appendEntryElement(entry);
     this.afterStructureChange();
-    this.followIfStuck();
-    if (wasStreaming) this.announce(entry);
+    this.scroll.followIfStuck();
+    if (wasStreaming) announceReply(this.announcer, entry);
     return "ok";
-  }
-
-  /**
-   * Screen readers: the streaming body is aria-live but aria-busy (no chatter per
-   * delta); the finished reply is read once from a live region that stays in place.
-   */
-  announce(entry) {
-    if (!this.announcer) return;
-    const body = entry.el.querySelector('[data-testid="message-body"]');
-    const text = (body ? body.textContent : "").trim().slice(0, 4000);
-    let message;
-    if (entry.msg.status === "failed") message = `The reply failed. ${entry.error ? entry.error.text : ""} ${text}`;
-    else if (entry.msg.status === "stopped") message = `Reply stopped: ${text}`;
-    else message = `Reply: ${text}`;
-    this.announcer.textContent = "";
-    window.setTimeout(() => {
-      this.announcer.textContent = message;
-    }, 50);
   }
 
   /** The Stop button was pressed: show that the stop is on its way. */
   markStopping(id) {
     const entry = id ? this.find(id) : this.generating;
-    if (!entry || !entry.el) return;
-    const button = entry.el.querySelector('[data-action="stop"]');
-    if (button) {
-      button.disabled = true;
-      button.lastElementChild.textContent = " Stopping…";
-    }
+    if (entry) showStopping(entry.el, true);
   }
 
   unmarkStopping() {
     const entry = this.generating;
-    const button = entry && entry.el && entry.el.querySelector('[data-action="stop"]');
-    if (button) {
-      button.disabled = false;
-      button.lastElementChild.textContent = " Stop";
-    }
+    if (entry) showStopping(entry.el, false);
   }
 
-  /**
-   * A reply being written. From `conversation.state.generating`: `html` is the HTML of
-   * the finished blocks and `tail` that of the open block (docs/protocol.md); an
-   * {append, tail} object is accepted too. Without HTML, the text so far is shown as text.
-   */
+  /** The entry of a reply being written (see stream.js for html, tail and content). */
   newStreamEntry({ id, parent, model, siblings, seq, html, tail, content }) {
     const msg = { id, parent, role: "assistant", content, html: "", model, status: null, siblings };
-    const entry = { msg, el: null, pending: null, stream: { expectedSeq: seq, content, done: null, tail: null, body: null }, error: null };
+    const entry = { msg, el: null, pending: null, stream: { expectedSeq: seq, content }, error: null };
     entry.el = this.buildElement(entry, true);
-    const stream = entry.stream;
-    stream.body = entry.el.querySelector(".message-body");
-    stream.done = stream.body.querySelector(".md-done");
-    stream.tail = stream.body.querySelector(".md-tail");
-    if (html && typeof html === "object") {
-      // Sanitized by the server: the finished blocks so far, and the unfinished one.
-      stream.done.innerHTML = html.append || "";
-      stream.tail.innerHTML = html.tail || "";
-    } else if (typeof html === "string" && (html || tail)) {
-      stream.done.innerHTML = html; // sanitized by the server
-      stream.tail.innerHTML = typeof tail === "string" ? tail : ""; // sanitized by the server
-    } else if (content) {
-      stream.done.append(h("div", { className: "message-text", text: content }));
-    }
-    entry.el.classList.toggle("has-text", content.length > 0);
+    entry.stream = openStream(entry.el, { seq, html, tail, content });
     return entry;
   }
 
@@ -444,7 +363,7 @@ export class MessagePane {
     this.list.replaceChildren(fragment);
     this.afterStructureChange(false);
     restoreFocus(this.list, focus);
-    this.scrollToBottom();
+    this.scroll.scrollToBottom();
   }
 
   appendEntryElement(entry) {
@@ -514,47 +433,7 @@ export class MessagePane {
   beginEdit(id) {
     const entry = this.find(id);
     if (!entry || entry.msg.role !== "user" || entry.pending || !entry.el) return;
-    this.cancelEdits();
-    const editor = buildEditor(entry.msg.content || "");
-    editor.dataset.messageId = id;
-    entry.el.classList.add("is-editing");
-    entry.el.querySelector(".message-bubble").after(editor);
-    const textarea = editor.querySelector("textarea");
-    textarea.focus();
-    textarea.setSelectionRange(textarea.value.length, textarea.value.length);
-  }
-
-  cancelEdits() {
-    for (const editor of this.list.querySelectorAll(".message-editor")) {
-      const article = editor.closest('[data-testid="message"]');
-      editor.remove();
-      if (article) {
-        article.classList.remove("is-editing");
-        const button = article.querySelector('[data-action="edit"]');
-        if (button) button.focus();
-      }
-    }
-  }
-
-  onEditorSubmit(event) {
-    const editor = event.target.closest(".message-editor");
-    if (!editor) return;
-    event.preventDefault();
-    const content = editor.querySelector("textarea").value;
-    if (!content.trim()) return;
-    this.onAction("edit-submit", { id: editor.dataset.messageId, content });
-  }
-
-  onEditorKeydown(event) {
-    const textarea = event.target.closest(".message-editor textarea");
-    if (!textarea) return;
-    if (event.key === "Escape") {
-      event.preventDefault();
-      this.cancelEdits();
-    } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
-      event.preventDefault();
-      textarea.form.requestSubmit();
-    }
+    this.editor.open(id, entry.el, entry.msg.content);
   }
 
   // --- Clicks ------------------------------------------------------------------------
@@ -584,7 +463,7 @@ export class MessagePane {
         this.beginEdit(id);
         break;
       case "edit-cancel":
-        this.cancelEdits();
+        this.editor.cancel();
         break;
       case "branch":
         if (button.dataset.target) this.onAction("branch", { id, target: button.dataset.target });
@@ -599,39 +478,6 @@ export class MessagePane {
         break;
     }
   }
-
-  // --- Scrolling ---------------------------------------------------------------------
-
-  isNearBottom() {
-    const s = this.scroller;
-    return s.scrollHeight - s.scrollTop - s.clientHeight <= NEAR_BOTTOM_PX;
-  }
-
-  /** Following stops only when the user scrolls up, and starts again at the bottom. */
-  onScroll() {
-    const top = this.scroller.scrollTop;
-    if (this.isNearBottom()) this.stickToBottom = true;
-    else if (top < this.lastScrollTop - 1) this.stickToBottom = false;
-    this.lastScrollTop = top;
-    this.jumpButton.hidden = this.stickToBottom || this.isNearBottom();
-  }
-
-  scrollToBottom() {
-    this.stickToBottom = true;
-    this.scroller.scrollTop = this.scroller.scrollHeight;
-    this.lastScrollTop = this.scroller.scrollTop;
-    this.jumpButton.hidden = true;
-  }
-
-  /** Keeps the newest text in view, unless the user has scrolled up to read. */
-  followIfStuck() {
-    if (this.stickToBottom) {
-      this.scroller.scrollTop = this.scroller.scrollHeight;
-      this.lastScrollTop = this.scroller.scrollTop;
-    } else {
-      this.jumpButton.hidden = this.isNearBottom();
-    }
-  }
 }
 
 function sameText(a, b) {
@@ -641,19 +487,4 @@ function sameText(a, b) {
 function failureOf(error) {
   if (error && (error.code || error.message)) return describeError(error);
   return { text: "This reply failed before it was finished. You can retry.", detail: "" };
-}
-
-/** Where the focus is inside the list, by message id and control, to put it back after a re-render. */
-function rememberFocus(root) {
-  const active = document.activeElement;
-  if (!active || !root.contains(active) || !active.dataset || !active.dataset.testid) return null;
-  const article = active.closest('[data-testid="message"]');
-  return { id: article ? article.dataset.id : null, testid: active.dataset.testid };
-}
-
-function restoreFocus(root, focus) {
-  if (!focus || (document.activeElement && root.contains(document.activeElement))) return;
-  const article = focus.id ? root.querySelector(`[data-testid="message"][data-id="${CSS.escape(focus.id)}"]`) : root;
-  const target = article && article.querySelector(`[data-testid="${CSS.escape(focus.testid)}"]`);
-  if (target && !target.disabled) target.focus();
 }

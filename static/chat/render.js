@@ -1,4 +1,4 @@
-// DOM building. No state lives here: app.js and its helpers call these functions.
+// DOM building. No state lives here: the page's components (pane, sidebar, toolbar...) call these functions.
 //
 // The one rule: HTML that comes from the server in a frame (`message.html`,
 // `reply.delta.html.append` / `.tail`, `generating.html`) is already sanitized by the
@@ -282,7 +282,7 @@ export async function copyText(text) {
     try {
       await navigator.clipboard.writeText(text);
       return true;
-    } catch (error) {
+    } catch {
       /* fall through to the old way */
     }
   }
@@ -291,10 +291,10 @@ export async function copyText(text) {
   document.body.append(helper);
   const previousFocus = document.activeElement;
   helper.select();
-  let copied = false;
+  let copied;
   try {
     copied = document.execCommand("copy");
-  } catch (error) {
+  } catch {
     copied = false;
   }
   helper.remove();

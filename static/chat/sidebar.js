@@ -1,7 +1,8 @@
 // The sidebar: the list of conversations (newest first by updated_at), the open one
-// highlighted, inline rename, delete (the confirmation modal is app.js's), the title
-// filter and the full-text search results. It does not talk to the socket: it calls
-// onOpen(id), onRename(id, title), onDelete(id, title) and onSearch(query).
+// highlighted, inline rename, delete (the confirmation modal is conversations.js's),
+// the title filter and the full-text search results. It does not talk to the socket:
+// it calls onOpen(id), onRename(id, title, oldTitle), onDelete(id, title) and
+// onSearch(query).
 
 import { buildConversationItem, buildRenameForm, buildSearchResult, conversationTitle, h } from "./render.js";
 
@@ -15,8 +16,8 @@ function isPlainClick(event) {
 }
 
 export class Sidebar {
-  constructor({ list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch }) {
-    Object.assign(this, { list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch });
+  constructor({ panel, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch }) {
+    Object.assign(this, { panel, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch });
     this.metas = new Map();
     this.activeId = null;
     this.maxTitleChars = null;
@@ -48,6 +49,12 @@ export class Sidebar {
       const link = event.target.closest("a.search-result");
       if (link && isPlainClick(event) && this.onOpen(link.dataset.id) !== false) event.preventDefault();
     });
+  }
+
+  /** On narrow screens the sidebar is an offcanvas over the pane: it closes when a conversation is opened. */
+  closeOnNarrowScreens() {
+    const offcanvas = window.bootstrap && window.bootstrap.Offcanvas.getInstance(this.panel);
+    if (offcanvas) offcanvas.hide();
   }
 
   // --- The list ------------------------------------------------------------------

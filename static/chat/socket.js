@@ -77,7 +77,7 @@ export class ReconnectingSocket {
     try {
       this.ws.send(JSON.stringify(frame));
       return true;
-    } catch (error) {
+    } catch {
       return false;
     }
   }
@@ -98,7 +98,7 @@ export class ReconnectingSocket {
     let ws;
     try {
       ws = new WebSocket(this.url);
-    } catch (error) {
+    } catch {
       this.scheduleReconnect();
       return;
     }
@@ -116,7 +116,7 @@ export class ReconnectingSocket {
       let frame;
       try {
         frame = JSON.parse(event.data);
-      } catch (error) {
+      } catch {
         return; // not JSON: ignore
       }
       if (!frame || typeof frame.type !== "string") return;
@@ -149,7 +149,7 @@ export class ReconnectingSocket {
     if (ws && ws.readyState <= WebSocket.OPEN) {
       try {
         ws.close();
-      } catch (error) {
+      } catch {
         /* already closing */
       }
     }
@@ -198,7 +198,7 @@ export class ReconnectingSocket {
     try {
       this.ws.send(JSON.stringify({ type: "ping" }));
       this.pingSentAt = now;
-    } catch (error) {
+    } catch {
       /* the close event follows */
     }
   }

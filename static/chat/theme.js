@@ -9,15 +9,15 @@
 (function () {
   "use strict";
 
-  var STORAGE_KEY = "chat-theme";
-  var root = document.documentElement;
-  var darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  const STORAGE_KEY = "chat-theme";
+  const root = document.documentElement;
+  const darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
 
   function storedTheme() {
     try {
-      var value = window.localStorage.getItem(STORAGE_KEY);
+      const value = window.localStorage.getItem(STORAGE_KEY);
       return value === "light" || value === "dark" ? value : null;
-    } catch (e) {
+    } catch {
       return null; // storage disabled: follow the system
     }
   }
@@ -25,7 +25,7 @@
   function rememberTheme(theme) {
     try {
       window.localStorage.setItem(STORAGE_KEY, theme);
-    } catch (e) {
+    } catch {
       /* not remembered, still applied */
     }
   }
@@ -35,12 +35,11 @@
   }
 
   function labelToggleButtons(theme) {
-    var next = theme === "dark" ? "light" : "dark";
-    var buttons = document.querySelectorAll("[data-theme-toggle]");
-    for (var i = 0; i < buttons.length; i++) {
-      buttons[i].setAttribute("aria-label", "Switch to " + next + " theme");
-      buttons[i].setAttribute("title", "Switch to " + next + " theme");
-      buttons[i].setAttribute("data-theme", theme);
+    const next = theme === "dark" ? "light" : "dark";
+    for (const button of document.querySelectorAll("[data-theme-toggle]")) {
+      button.setAttribute("aria-label", `Switch to ${next} theme`);
+      button.setAttribute("title", `Switch to ${next} theme`);
+      button.setAttribute("data-theme", theme);
     }
   }
 
@@ -50,7 +49,7 @@
   }
 
   function toggleTheme() {
-    var next = root.getAttribute("data-bs-theme") === "dark" ? "light" : "dark";
+    const next = root.getAttribute("data-bs-theme") === "dark" ? "light" : "dark";
     rememberTheme(next);
     applyTheme(next);
   }
@@ -58,7 +57,7 @@
   applyTheme(preferredTheme());
 
   if (darkQuery) {
-    var followSystem = function () {
+    const followSystem = function () {
       if (!storedTheme()) applyTheme(preferredTheme());
     };
     if (darkQuery.addEventListener) darkQuery.addEventListener("change", followSystem);
@@ -71,7 +70,7 @@
   });
 
   document.addEventListener("click", function (event) {
-    var button = event.target && event.target.closest ? event.target.closest("[data-theme-toggle]") : null;
+    const button = event.target && event.target.closest ? event.target.closest("[data-theme-toggle]") : null;
     if (!button) return;
     event.preventDefault();
     toggleTheme();

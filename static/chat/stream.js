@@ -1,0 +1,76 @@
+// A reply being written: its text arrives as numbered deltas and goes into the
+// bubble's two parts, the finished Markdown blocks (.md-done, appended to) and the
+// open block (.md-tail, replaced each time). HTML in frames is sanitized by the server;
+// a frame without HTML shows its text as text until the reply completes.
+
+import { h } from "./render.js";
+
+/**
+ * Starts showing a reply in its message element. From `conversation.state.generating`,
+ * `html` is the HTML of the finished blocks and `tail` that of the open block
+ * (docs/protocol.md); an {append, tail} object is accepted too. Without HTML, the text
+ * so far is shown as text. seq is the next delta expected.
+ */
+export function openStream(el, { seq, html, tail, content }) {
+  const body = el.querySelector(".message-body");
+  const stream = { expectedSeq: seq, content, body, done: body.querySelector(".md-done"), tail: body.querySelector(".md-tail") };
+  if (html && typeof html === "object") {
+    stream.done.innerHTML = html.append || ""; // sanitized by the server
+    stream.tail.innerHTML = html.tail || ""; // sanitized by the server
+  } else if (typeof html === "string" && (html || tail)) {
+    stream.done.innerHTML = html; // sanitized by the server
+    stream.tail.innerHTML = typeof tail === "string" ? tail : ""; // sanitized by the server
+  } else if (content) {
+    stream.done.append(h("div", { className: "message-text", text: content }));
+  }
+  el.classList.toggle("has-text", content.length > 0);
+  return stream;
+}
+
+/**
+ * `reply.delta`: applied if its seq is the expected one ("ok"); "duplicate" for a seq
+ * below (ignored), "gap" for one above (the caller resynchronises).
+ */
+export function appendDelta(stream, el, frame) {
+  const seq = Number(frame.seq);
+  if (!Number.isInteger(seq)) return "gap";
+  if (seq < stream.expectedSeq) return "duplicate";
+  if (seq > stream.expectedSeq) return "gap";
+  stream.expectedSeq = seq + 1;
+  stream.content += frame.delta || "";
+  const html = frame.html;
+  if (html && typeof html === "object") {
+    if (html.append) stream.done.insertAdjacentHTML("beforeend", html.append); // sanitized by the server
+    stream.tail.innerHTML = html.tail || ""; // sanitized by the server
+  } else if (frame.delta) {
+    stream.tail.append(document.createTextNode(frame.delta));
+  }
+  el.classList.toggle("has-text", stream.content.length > 0);
+  return "ok";
+}
+
+/**
+ * Screen readers: the streaming body is aria-live but aria-busy (no chatter per
+ * delta); the finished reply is read once from a live region that stays in place.
+ */
+export function announceReply(announcer, entry) {
+  if (!announcer) return;
+  const body = entry.el.querySelector('[data-testid="message-body"]');
+  const text = (body ? body.textContent : "").trim().slice(0, 4000);
+  let message;
+  if (entry.msg.status === "failed") message = `The reply failed. ${entry.error ? entry.error.text : ""} ${text}`;
+  else if (entry.msg.status === "stopped") message = `Reply stopped: ${text}`;
+  else message = `Reply: ${text}`;
+  announcer.textContent = "";
+  window.setTimeout(() => {
+    announcer.textContent = message;
+  }, 50);
+}
+
+/** The Stop button of a reply while its stop is on its way (stopping), or again usable. */
+export function showStopping(el, stopping) {
+  const button = el && el.querySelector('[data-action="stop"]');
+  if (!button) return;
+  button.disabled = stopping;
+  button.lastElementChild.textContent = stopping ? " Stopping…" : " Stop";
+}
