@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 # database there and drops it afterwards).
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test test-sqlite test-postgres browser bench bench-quick collectstatic lint-js
+.PHONY: install run test lint lint-py lint-js test-sqlite test-postgres browser bench bench-quick collectstatic
 
 $(PYTHON):
 	$(BASE_PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ browser:
 # The whole suite on SQLite, then once more on PostgreSQL. Browser and live-server
 # tests (markers browser, slow) do not depend on the database engine and run only on
 # SQLite; the PostgreSQL run fails loudly when the server cannot be reached.
-test: test-sqlite test-postgres
+test: lint test-sqlite test-postgres
+
+# Python (ruff) and the page's JavaScript (ESLint): both pinned, configured under .ci/.
+lint: lint-py lint-js
+
+lint-py: install
+	$(VENV)/bin/ruff check --config .ci/ruff.toml .
 
 test-sqlite: install browser
 	$(PYTHON) -m pytest
