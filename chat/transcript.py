@@ -60,10 +60,6 @@ class Transcript:
         return cls(id=id, user_id=user_id, title=title, model=model, system_prompt=system_prompt,
                    created_at=stamp, updated_at=stamp)
 
-    def touch(self) -> None:
-        """Mark the conversation changed (renames and settings changes call this too)."""
-        self.updated_at = now_iso()
-
     # --- building the tree --------------------------------------------------
     def add_message(self, parent: str | None, role: str, content: str, *, message_id: str | None = None,
                     model: str | None = None, status: str | None = None, error: dict | None = None) -> Message:

@@ -19,15 +19,9 @@ from chat.store import get_store
 from chat.titles import clean_title
 from tests.conftest import ECHO_MODEL
 from tests.fake_model_server import TITLE_PREFIX
-from tests.sockets import ChatSocket, create_user, finish_replies
+from tests.sockets import ChatSocket, create_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def no_reply_left_running():
-    yield
-    await finish_replies()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 from moto.s3.responses import S3Response
 
-from chat import store as store_module
+from chat.store import local as local_store
 from chat.store import (
     ConversationExists,
     ConversationNotFound,
@@ -445,7 +445,7 @@ def test_local_failed_write_leaves_the_old_transcript_whole(tmp_path, monkeypatc
     def disk_full(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(store_module.os, "replace", disk_full)
+    monkeypatch.setattr(local_store.os, "replace", disk_full)
     with pytest.raises(StorageUnavailable, match="No space left") as info:
         local.update(1, "c1", append("lost"))
     assert isinstance(info.value.__cause__, OSError)
