@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.clients import Tab
 from bench.servers import CpuMeter, ModelServer, daphne, seed, server_env
 from bench.stats import fmt, percentile
 from chat import events, protocol
 from chat.rendering import StreamRenderer, render_markdown
+from chatclient.tab import Tab
 from tests.fake_model_server import markdown_tokens
 
 LENGTHS = (100, 1000, 5000)

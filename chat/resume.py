@@ -58,6 +58,7 @@ class _Joining:
     ref: str | None
     token: object = field(default_factory=object)
     buffered: list[dict] = field(default_factory=list)
+    timer: asyncio.Task | None = None  # held so that it is not garbage-collected
 
 
 class ConversationFeed:
@@ -91,7 +92,7 @@ class ConversationFeed:
             return
         self._joining = joining = _Joining(opening, ref)
         await events.request_snapshot(opening.reply_channel, self.channel, opening.row.pk)
-        asyncio.create_task(self._expire(joining.token))
+        joining.timer = asyncio.create_task(self._expire(joining.token))
 
     async def frame(self, event: dict) -> None:
         """`frame.send`: deliver a fanned-out frame unless this socket already has it or must wait."""

@@ -22,7 +22,7 @@ from chat.presenters import branch_dicts, conversation_dict, message_dict
 from chat.ratelimit import SlidingWindowLimiter
 from chat.replies import claim
 from chat.replies.task import ReplyTask
-from chat.resume import Opening, open_conversation  # noqa: F401 (opening is a request like the others)
+from chat.resume import open_conversation  # noqa: F401 (a request like the others; the joining is resume's)
 from chat.transcript import Message, Transcript
 
 _reply_limiter = SlidingWindowLimiter()
@@ -57,7 +57,11 @@ async def hello(user) -> dict:
 
 
 async def get_row(user, conversation_id: str) -> Conversation:
+    """The user's conversation, or ChatError("not_found") (also for another user's)."""
     return await run_blocking(conversations.get_row, user, conversation_id)
+
+# open_conversation(row), imported above from chat/resume.py: the stored state, and the
+# channel of the reply being written, if any.
 
 
 # --- Starting replies -------------------------------------------------------------
@@ -157,8 +161,8 @@ def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Tran
     branch = transcript.active_branch()
     needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
     return ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
-                             model_messages=transcript.model_messages(), channel=channel,
-                             title_from=branch[0].content if needs_title else None)
+                     model_messages=transcript.model_messages(), channel=channel,
+                     title_from=branch[0].content if needs_title else None)
 
 
 async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
