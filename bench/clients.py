@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+
 from chatclient.tab import Piece
 from tests.fake_model_server import STAMP, STAMP_MODULO
 

@@ -68,7 +68,7 @@ class Tab:
         self._reader: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, ws_url: str, token: str, timeout: float = 15) -> "Tab":
+    async def open(cls, ws_url: str, token: str, timeout: float = 15) -> Tab:
         """A connected tab with a bearer token that keeps every frame, as the tests read them."""
         tab = cls(ws_url, token=token, keep_deltas=True)
         await tab.connect(timeout)
@@ -112,7 +112,7 @@ class Tab:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def turn(self, conversation: str, content: str, timeout: float = 120) -> tuple[float, Reply]:
@@ -138,7 +138,7 @@ class Tab:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- Reading in order --------------------------------------------------------------

@@ -62,9 +62,9 @@ class ChatClient:
             self.socket = self._closing.enter_context(
                 connect(self.url, additional_headers=headers, max_queue=None, open_timeout=10))
         except InvalidStatus as refused:
-            raise ClientError(f"the server refused the connection (HTTP {refused.response.status_code})", EXIT_REFUSED)
+            raise ClientError(f"the server refused the connection (HTTP {refused.response.status_code})", EXIT_REFUSED) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as failure:
-            raise ClientError(f"cannot connect to {self.url}: {failure}", EXIT_REFUSED)
+            raise ClientError(f"cannot connect to {self.url}: {failure}", EXIT_REFUSED) from None
         hello = self.next_frame(timeout=10)
         if hello is None or hello.get("type") != "hello":
             raise ClientError(f"the server at {self.url} did not say hello", EXIT_REFUSED)

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chat import services
+from chat.backends import hf_backend
 from chat.store import reset_store
 from consumers.chat import ChatConsumer
 from tests.fake_model_server import FakeModelServer
@@ -40,6 +41,16 @@ def chat_settings(settings, tmp_path, fake_model):
     fake_model.clear()
     yield settings
     reset_store()
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """The process's HF backend with a short retry budget, so a failing model costs a test
+    a second, not the production budget of 10 s."""
+    backend = hf_backend()
+    monkeypatch.setattr(backend, "retry_budget", 1.0)
+    monkeypatch.setattr(backend, "first_backoff", 0.05)
+    return backend
 
 
 @pytest.fixture

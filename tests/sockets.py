@@ -13,8 +13,7 @@ from django.contrib.auth import get_user_model
 from config.asgi import application
 from tests.conftest import session_cookie
 
-
-_open_sockets: set["ChatSocket"] = set()
+_open_sockets: set[ChatSocket] = set()
 
 
 class ChatSocket:
@@ -25,7 +24,7 @@ class ChatSocket:
         _open_sockets.add(self)
 
     @classmethod
-    async def connect(cls, user=None, *, origin: bytes | None = b"http://localhost", headers=()) -> "ChatSocket":
+    async def connect(cls, user=None, *, origin: bytes | None = b"http://localhost", headers=()) -> ChatSocket:
         socket = cls(await _communicator(user, origin, headers))
         connected, _ = await socket.communicator.connect()
         assert connected, "the handshake was refused"

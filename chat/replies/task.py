@@ -34,7 +34,7 @@ STORE_ATTEMPTS = 4
 
 # Running replies of this process, so that they are not garbage-collected and
 # can be stopped on shutdown.
-running: dict[str, "ReplyTask"] = {}
+running: dict[str, ReplyTask] = {}
 
 
 @dataclass

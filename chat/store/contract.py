@@ -144,6 +144,7 @@ class ConversationStore(ABC):
     def iter_ids(self) -> Iterator[tuple[int, str]]:
         """Every (user id, conversation id) in the store, for rebuilding the database."""
 
+    @abstractmethod
     def check(self) -> None:
         """A cheap proof that the store works (health checks): StorageUnavailable if not,
         with a short reason that names no path, bucket, endpoint or credential."""
