@@ -16,7 +16,7 @@ API (blocking: call it through `chat.blocking.run_blocking` from async code):
 - `try_count(...)`: the same, returning False instead of raising.
 - `counted(user, model_id)`: an async context manager that counts on entry and gives
   the request back if the body raises (the reply never started: busy, storage down).
-- `remaining(user)` / `usage(user)`: what is left today (the hello frame's `usage`).
+- `usage(user)`: what is used and left today (the hello frame's `usage`).
 
 Settings: HF_DAILY_REQUESTS_PER_USER, HF_DAILY_REQUESTS_SITE (0: no limit).
 """
@@ -155,12 +155,6 @@ async def counted(user, model_id: str, purpose: str = "reply") -> AsyncIterator[
         with contextlib.suppress(Exception):
             await run_blocking(refund, user, model_id)
         raise
-
-
-def remaining(user) -> int | None:
-    """Requests to hosted models `user` may still make today (the smaller of what is left
-    of the user's and the site's budgets); None when neither is limited."""
-    return usage(user)["remaining"]
 
 
 def usage(user) -> dict:

@@ -126,9 +126,6 @@ class Transcript:
     def last_user_message(self) -> Message | None:
         return next((m for m in reversed(self.active_branch()) if m.role == "user"), None)
 
-    def last_reply(self) -> Message | None:
-        return next((m for m in reversed(self.active_branch()) if m.role == "assistant"), None)
-
     def model_messages(self) -> list[dict[str, str]]:
         """OpenAI-style messages for the model: the system prompt, then the active branch.
 
