@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 Piece = tuple[float, str]  # (arrival time, text)
 
@@ -198,8 +199,9 @@ class Tab:
             self.closed_with = f"reader failed: {error!r}"
         finally:
             if self.closed_with is None:  # a clean close ends the iteration without raising
-                self._closed_by = self.ws.protocol.close_exc
-                self.closed_with = str(self._closed_by)
+                if self.ws.protocol.state is State.CLOSED:
+                    self._closed_by = self.ws.protocol.close_exc
+                self.closed_with = str(self._closed_by or "closed")  # else: cancelled by close()
             self._arrived.set()
 
     def _reply(self, message: str) -> Reply:
