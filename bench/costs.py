@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.clients import Tab
 from bench.servers import CpuMeter, ModelServer, daphne, seed, server_env
 from bench.stats import fmt, percentile
+from chat import events, protocol
 from chat.rendering import StreamRenderer, render_markdown
-from consumers import protocol
+from chatclient.tab import Tab
 from tests.fake_model_server import markdown_tokens
 
 LENGTHS = (100, 1000, 5000)
@@ -50,7 +50,7 @@ def in_process(style: str, count: int) -> dict:
     for seq, token in enumerate(tokens):
         started = time.perf_counter_ns()
         html = renderer.feed(token)
-        text = protocol.encode(protocol.reply_delta("c" * 32, "m" * 16, seq, token, html))
+        text = events.encode(protocol.reply_delta("c" * 32, "m" * 16, seq, token, html))
         per_token.append((time.perf_counter_ns() - started) / 1000)
         sent += len(text.encode())
     cpu = time.process_time() - cpu_start

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.clients import Tab
 from bench.relay import prompt, warm_up
 from bench.servers import CpuMeter, ModelServer, daphne, raise_fd_limit, seed, server_env
+from chatclient.tab import Tab
 
 CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with it); the first match wins
     ("SSL context built per reply (httpx client per model call)", ("create_default_context",)),
@@ -35,13 +35,12 @@ CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with i
     ("templates (django/template)", ("django/template",)),
     ("channel layer (group_send, receive)", ("channels/layers.py", "channels_redis", "redis/asyncio")),
     ("DB: search index updates (chat/search)", ("chat/search.py",)),
-    ("DB: reply claim, heartbeat, release (chat/replies)", ("^claim (chat/replies", "^release (chat/replies",
-                                                            "^_beat (chat/replies", "^recover_if_stale")),
+    ("DB: reply claim, heartbeat, release (chat/replies/claim)", ("chat/replies/claim.py",)),
     ("DB: sidebar metadata mirrored after a store write", ("_mirror_metadata",)),
     ("database queries (Django ORM, SQLite)", ("django/db",)),
     ("response compression (gzip)", ("gzip",)),
     ("sidebar and messages for the page (chat/views, chat/presenters)", ("chat/views.py", "chat/presenters.py")),
-    ("transcript store (chat/store)", ("chat/store.py",)),
+    ("transcript store (chat/store)", ("chat/store/",)),
     ("consumer dispatch and send", ("channels/consumer.py", "consumers/chat.py", "channels/generic")),
     ("sessions and auth", ("channels/auth.py", "channels/sessions.py", "django/contrib/sessions")),
     ("WebSocket and TCP I/O (twisted, autobahn)", ("autobahn", "_readOrWrite", "daphne/ws_protocol",

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from websockets.exceptions import ConnectionClosed
 
 from bench import report
-from bench.clients import Tab, delivered_rate, direct_stream, seq_errors, token_latencies
+from bench.clients import delivered_rate, direct_stream, seq_errors, token_latencies
 from bench.servers import FAKE_MODEL, REDIS_URL, CpuMeter, ModelServer, daphne, raise_fd_limit, rss_bytes, seed, server_env
 from bench.stats import fmt, median, percentile
+from chatclient.tab import Tab
 from tests.fake_model_server import STAMPABLE, markdown_tokens
 
 TOKEN_DELAY = 0.02  # 50 tokens/s per reply, a fast hosted model
@@ -169,7 +171,7 @@ async def crowd(scenario: Scenario, servers: list, users: list[dict], stagger: f
             if watchers:
                 # A reply.completed the layer dropped never comes: do not wait long for it.
                 scenario.seen.append(await others[i].wait_reply(reply.message, timeout=15))
-        except (TimeoutError, ConnectionError) as error:
+        except (TimeoutError, ConnectionError, ConnectionClosed) as error:
             scenario.failures.append(f"{user['username']}: {error}")
 
     try:

@@ -56,7 +56,8 @@ def use_s3(endpoint: str, bucket: str) -> None:
 
 async def count_turn(user, conversation_id: str | None) -> int:
     """Storage calls of one turn: the user message, the reply, and (new conversation) its title."""
-    from chat import replies, services
+    from chat import services
+    from chat.replies.task import running
     from chat.store import get_store
 
     store = get_store()
@@ -64,7 +65,7 @@ async def count_turn(user, conversation_id: str | None) -> int:
     turn = await services.send_message(user, conversation_id, CONTENT, None)
     await turn.start()
     deadline = time.monotonic() + 30
-    while turn.reply.reply_id in replies._running:
+    while turn.reply.reply_id in running:
         if time.monotonic() > deadline:
             raise TimeoutError("the reply did not end within 30 s")
         await asyncio.sleep(0.01)
@@ -106,9 +107,10 @@ def measure_store(name: str) -> dict:
 
 def transcript_size(user_id: int, conversation_id: str) -> int:
     """Bytes of the stored transcript (each write of this conversation rewrites them all)."""
-    from chat.store import _encode, get_store
+    from chat.store import get_store
+    from chat.store.contract import encode
 
-    return len(_encode(get_store().load(user_id, conversation_id)))
+    return len(encode(get_store().load(user_id, conversation_id)))
 
 
 def run(mode: str, workdir: Path) -> dict:

@@ -54,8 +54,13 @@ def get_conversation(user, conversation_id: str) -> tuple[Conversation, Transcri
     return row, load_transcript(row)
 
 
-def create_conversation(user, model: str, first_message: str, *, claim: dict | None = None) -> tuple[Conversation, Transcript, Message]:
-    """Create a conversation holding its first user message, in one store write."""
+def create_conversation(user, model: str, first_message: str, *,
+                        before_insert: Callable[[Conversation, Message], None] | None = None,
+                        ) -> tuple[Conversation, Transcript, Message]:
+    """Create a conversation holding its first user message, in one store write.
+
+    `before_insert` may fill the row before it is saved (chat/replies/claim.py: a new
+    conversation is created with its first reply's claim, so no request can come between)."""
     now = timezone.now()
     row = Conversation(owner=user, model=model, system_prompt=settings.CHAT_DEFAULT_SYSTEM_PROMPT, created_at=now, updated_at=now)
     transcript = Transcript.new(row.id, user.id, model=model, system_prompt=row.system_prompt)
@@ -64,8 +69,8 @@ def create_conversation(user, model: str, first_message: str, *, claim: dict | N
         get_store().create(transcript)
     except (StorageUnavailable, ConversationExists):
         raise storage_unavailable() from None
-    for name, value in (claim or {}).items():
-        setattr(row, name, value)
+    if before_insert is not None:
+        before_insert(row, message)
     row.save(force_insert=True)
     search.index_changes(row.id, user.id, {}, "", transcript)
     return row, transcript, message

@@ -1,15 +1,21 @@
-"""The one exception the service layer raises towards the consumer."""
+"""The one exception a request can fail with, from frame parsing down to the store."""
 from __future__ import annotations
 
 
 class ChatError(Exception):
-    """A request that cannot be served, with the protocol's error code and plain words."""
+    """A request that cannot be served, with the protocol's error code and plain words.
 
-    def __init__(self, code: str, message: str, retry_after: float | None = None):
+    The consumer answers it with an `error` frame (never a close). `ref` is set when
+    the failure is known before the frame's `ref` could be read back by the consumer
+    (a frame whose later fields are bad).
+    """
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None, *, ref: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.ref = ref
 
 
 def not_found() -> ChatError:

@@ -7,7 +7,7 @@ user and a row for the site (`ModelUsage`, user NULL); the local model is free a
 never counted. A count is a conditional UPDATE (`requests < limit`) inside one
 transaction for both rows, so it holds across processes and never overshoots.
 
-API (blocking: call it through `run_blocking` from async code):
+API (blocking: call it through `chat.blocking.run_blocking` from async code):
 - `check_and_count(user, model_id, purpose)` counts one request or raises
   `ChatError("quota_exceeded")` with plain words and `retry_after` (seconds until UTC
   midnight, when the budgets reset). `purpose="title"` keeps one request in reserve: a
@@ -16,7 +16,7 @@ API (blocking: call it through `run_blocking` from async code):
 - `try_count(...)`: the same, returning False instead of raising.
 - `counted(user, model_id)`: an async context manager that counts on entry and gives
   the request back if the body raises (the reply never started: busy, storage down).
-- `remaining(user)` / `usage(user)`: what is left today (the hello frame's `usage`).
+- `usage(user)`: what is used and left today (the hello frame's `usage`).
 
 Settings: HF_DAILY_REQUESTS_PER_USER, HF_DAILY_REQUESTS_SITE (0: no limit).
 """
@@ -28,12 +28,12 @@ import logging
 import math
 from collections.abc import AsyncIterator
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
 from chat.backends import LOCAL_MODEL_ID
+from chat.blocking import run_blocking
 from chat.errors import ChatError
 from chat.models import ModelUsage
 
@@ -148,20 +148,13 @@ def refund(user, model_id: str) -> None:
 async def counted(user, model_id: str, purpose: str = "reply") -> AsyncIterator[None]:
     """Count before the body runs (e.g. before a reply claims its conversation); give the
     request back if the body fails, since then no model was asked."""
-    # In a thread, as chat.replies.run_blocking does.
-    await database_sync_to_async(check_and_count, thread_sensitive=False)(user, model_id, purpose)
+    await run_blocking(check_and_count, user, model_id, purpose)
     try:
         yield
     except BaseException:
         with contextlib.suppress(Exception):
-            await database_sync_to_async(refund, thread_sensitive=False)(user, model_id)
+            await run_blocking(refund, user, model_id)
         raise
-
-
-def remaining(user) -> int | None:
-    """Requests to hosted models `user` may still make today (the smaller of what is left
-    of the user's and the site's budgets); None when neither is limited."""
-    return usage(user)["remaining"]
 
 
 def usage(user) -> dict:

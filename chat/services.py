@@ -1,28 +1,29 @@
 """What a socket can ask for, one async function per request.
 
 The consumer parses a frame and calls one of these; they validate, store, claim
-and broadcast, and return the frame (if any) that answers the asking socket.
-Blocking work (database, transcript store) runs in threads via `run_blocking`.
+and announce (chat/events.py), and return what answers the asking socket, for the
+consumer to put in a frame: this module builds no frames. Blocking work (database,
+transcript store) runs in threads via `chat.blocking.run_blocking`.
 """
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 
-from channels.layers import get_channel_layer
 from django.conf import settings
-from django.utils import timezone
 
-from chat import broadcast, conversations, quotas, replies, sharing
+from chat import conversations, events, protocol, quotas, sharing
 from chat import search as search_index
 from chat.backends import ModelError, available_models, default_model_id, get_backend
+from chat.blocking import run_blocking
 from chat.errors import ChatError, not_found
 from chat.models import Conversation
 from chat.presenters import branch_dicts, conversation_dict, message_dict
 from chat.ratelimit import SlidingWindowLimiter
-from chat.replies import run_blocking
+from chat.replies import claim
+from chat.replies.task import ReplyTask
+from chat.resume import open_conversation  # noqa: F401 (a request like the others; the joining is resume's)
 from chat.transcript import Message, Transcript
-from consumers import protocol
 
 _reply_limiter = SlidingWindowLimiter()
 
@@ -40,46 +41,27 @@ def limits() -> dict:
 
 
 async def hello(user) -> dict:
+    """What a new socket is told first: the fields of the `hello` frame."""
     rows = await run_blocking(conversations.list_conversations, user)
     models = await run_blocking(available_models)
-    frame = protocol.hello(
-        user={"id": user.pk, "username": user.get_username()},
-        models=[model.as_dict() for model in models],
-        conversations=[conversation_dict(row) for row in rows],
-        limits=limits(),
-    )
-    frame["usage"] = await run_blocking(quotas.usage, user)  # today's hosted-model budget (chat/quotas.py)
-    return frame
+    return {
+        "user": {"id": user.pk, "username": user.get_username()},
+        "models": [model.as_dict() for model in models],
+        "conversations": [conversation_dict(row) for row in rows],
+        "limits": limits(),
+        "usage": await run_blocking(quotas.usage, user),  # today's hosted-model budget (chat/quotas.py)
+    }
 
 
 # --- Opening a conversation ---------------------------------------------------------
 
 
-@dataclass
-class Opening:
-    """A conversation being opened; `reply_channel` is set when a reply is in progress."""
-
-    row: Conversation
-    messages: list[dict]  # rendered off the event loop: Markdown costs about 1 ms per KB
-    reply_channel: str | None
-
-    def state(self, generating: dict | None, ref: str | None = None) -> dict:
-        return protocol.conversation_state(conversation_dict(self.row), self.messages, generating, ref)
-
-
 async def get_row(user, conversation_id: str) -> Conversation:
+    """The user's conversation, or ChatError("not_found") (also for another user's)."""
     return await run_blocking(conversations.get_row, user, conversation_id)
 
-
-async def open_conversation(row: Conversation) -> Opening:
-    def load() -> Opening:
-        row.refresh_from_db()
-        if row.reply_message:
-            replies.recover_if_stale(row)
-        transcript = conversations.load_transcript(row)
-        return Opening(row, branch_dicts(transcript), row.reply_channel or None)
-
-    return await run_blocking(load)
+# open_conversation(row), imported above from chat/resume.py: the stored state, and the
+# channel of the reply being written, if any.
 
 
 # --- Starting replies -------------------------------------------------------------
@@ -90,12 +72,11 @@ class Turn:
     """A stored user message (or regenerate request) whose reply is ready to start."""
 
     row: Conversation
-    reply: replies.ReplyTask
+    reply: ReplyTask
     created: bool = False
     user_message: dict | None = None
     origin: str | None = None
     ref: str | None = None
-    reconfigured: bool = False  # the send changed the conversation's model: every tab hears it
 
     @property
     def conversation_id(self) -> str:
@@ -104,14 +85,11 @@ class Turn:
     async def start(self) -> None:
         """Tell every tab, then hand the reply to its own task."""
         if self.created:
-            await broadcast.to_user(self.row.owner_id, protocol.conversation_created(conversation_dict(self.row)),
-                                    origin=self.origin, ref=self.ref)
+            await events.conversation_created(self.row, origin=self.origin, ref=self.ref)
         if self.user_message is not None:
-            await broadcast.to_conversation(self.row.pk, protocol.message_created(self.row.pk, self.user_message),
-                                            origin=self.origin, ref=self.ref)
+            await events.message_created(self.row, self.user_message, origin=self.origin, ref=self.ref)
         if not self.created:  # updated_at moved (and maybe the model): every sidebar reorders
-            await broadcast.to_user(self.row.owner_id, protocol.conversation_updated(conversation_dict(self.row)),
-                                    origin=self.origin, ref=self.ref)
+            await events.conversation_updated(self.row, origin=self.origin, ref=self.ref)
         self.reply.start()
 
 
@@ -162,52 +140,44 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
         return transcript.add_message(leaf, "user", content)
 
     async with quotas.counted(user, model if switch_model else row.model):  # given back if busy
-        turn = await _claim_and_store(row, add_user_message, origin, ref)
-    turn.reconfigured = switch_model
-    return turn
+        return await _claim_and_store(row, add_user_message, origin, ref)
 
 
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
-    # The default prefix matters with Redis: every process-local channel must share
-    # one real channel, or one blocking receive starves the others.
-    channel = await get_channel_layer().new_channel()
+    channel = await events.new_reply_channel()
     reply_id = secrets.token_hex(8)
 
-    def create():
-        row, transcript, message = conversations.create_conversation(user, model, content, claim={
-            "reply_message": reply_id, "reply_model": model, "reply_channel": channel,
-            "reply_heartbeat": timezone.now()})
-        conversations.Conversation.objects.filter(pk=row.pk).update(reply_parent=message.id)
-        return row, transcript, message
+    def hold(row: Conversation, message: Message) -> None:  # created claimed: no other reply can start first
+        claim.hold_new(row, reply_id, message.id, model, channel)
 
-    row, transcript, message = await run_blocking(create)
+    row, transcript, message = await run_blocking(conversations.create_conversation, user, model, content,
+                                                  before_insert=hold)
     task = _reply_task(row, reply_id, channel, transcript, message)
     return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
 
 
-def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message) -> replies.ReplyTask:
+def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message) -> ReplyTask:
     """The reply to `parent`; it titles the conversation if it is the first exchange of an untitled one."""
     branch = transcript.active_branch()
     needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
-    return replies.ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
-                             model_messages=transcript.model_messages(), channel=channel,
-                             title_from=branch[0].content if needs_title else None)
+    return ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
+                     model_messages=transcript.model_messages(), channel=channel,
+                     title_from=branch[0].content if needs_title else None)
 
 
 async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
     """Claim the reply slot, then store the change; release the slot if storing fails."""
-    channel = await get_channel_layer().new_channel()
+    channel = await events.new_reply_channel()
     reply_id = secrets.token_hex(8)
-    claimed = await run_blocking(replies.claim, row, reply_id, "", row.model, channel)
+    claimed = await run_blocking(claim.claim, row, reply_id, "", row.model, channel)
     if not claimed:
         raise _busy()
     try:
         transcript, message = await run_blocking(conversations.update_transcript, row, mutate)
     except BaseException:
-        await run_blocking(replies.release, row, reply_id)
+        await run_blocking(claim.release, row, reply_id)
         raise
-    # The model too: the change may have set it (a send with another model).
-    await run_blocking(lambda: Conversation.objects.filter(pk=row.pk).update(reply_parent=message.id, reply_model=row.model))
+    await run_blocking(claim.set_parent, row, reply_id, message.id, row.model)
     task = _reply_task(row, reply_id, channel, transcript, message)
     shown = message_dict(transcript, message) if announce_user_message else None
     return Turn(row, task, user_message=shown, origin=origin, ref=ref)
@@ -259,32 +229,31 @@ async def switch_branch(user, conversation_id: str, message_id: str, *, origin=N
         transcript, _ = conversations.update_transcript(row, switch, touch=False)
         return branch_dicts(transcript)
 
-    state = protocol.conversation_state(conversation_dict(row), await run_blocking(switch_and_render), None)
-    await broadcast.to_conversation(row.pk, state, origin=origin, ref=ref)
+    await events.conversation_state(row, await run_blocking(switch_and_render), origin=origin, ref=ref)
 
 
 async def stop_generation(user, conversation_id: str) -> None:
     row = await get_row(user, conversation_id)
     if not row.reply_channel:
         raise ChatError("invalid_message", "No reply is being written in this conversation.")
-    await replies.request_stop(row.reply_channel)
+    await events.request_stop(row.reply_channel)
 
 
 async def configure(user, conversation_id: str, *, model: str | None, system_prompt: str | None, origin=None, ref=None) -> None:
     if model is not None:
         _check_model(model)
     row = await run_blocking(conversations.configure, user, conversation_id, model=model, system_prompt=system_prompt)
-    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)), origin=origin, ref=ref)
+    await events.conversation_updated(row, origin=origin, ref=ref)
 
 
 async def rename(user, conversation_id: str, title: str, *, origin=None, ref=None) -> None:
     row = await run_blocking(conversations.rename, user, conversation_id, title)
-    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)), origin=origin, ref=ref)
+    await events.conversation_updated(row, origin=origin, ref=ref)
 
 
 async def delete(user, conversation_id: str, *, origin=None, ref=None) -> None:
     await run_blocking(conversations.delete, user, conversation_id)
-    await broadcast.to_user(user.pk, protocol.conversation_deleted(conversation_id), origin=origin, ref=ref)
+    await events.conversation_deleted(user.pk, conversation_id, origin=origin, ref=ref)
 
 
 async def share(user, conversation_id: str) -> str:
@@ -295,14 +264,14 @@ async def share(user, conversation_id: str) -> str:
     `conversation.shared` with the URL, which is never sent anywhere else.
     """
     row, url = await run_blocking(sharing.share, user, conversation_id)
-    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)))
+    await events.conversation_updated(row)
     return url
 
 
 async def unshare(user, conversation_id: str) -> None:
     """Withdraw the link; it answers 404 from the moment this returns."""
     row = await run_blocking(sharing.unshare, user, conversation_id)
-    await broadcast.to_user(user.pk, protocol.conversation_updated(conversation_dict(row)))
+    await events.conversation_updated(row)
 
 
 async def search(user, query: str) -> list[dict]:

@@ -60,10 +60,6 @@ class Transcript:
         return cls(id=id, user_id=user_id, title=title, model=model, system_prompt=system_prompt,
                    created_at=stamp, updated_at=stamp)
 
-    def touch(self) -> None:
-        """Mark the conversation changed (renames and settings changes call this too)."""
-        self.updated_at = now_iso()
-
     # --- building the tree --------------------------------------------------
     def add_message(self, parent: str | None, role: str, content: str, *, message_id: str | None = None,
                     model: str | None = None, status: str | None = None, error: dict | None = None) -> Message:
@@ -129,9 +125,6 @@ class Transcript:
 
     def last_user_message(self) -> Message | None:
         return next((m for m in reversed(self.active_branch()) if m.role == "user"), None)
-
-    def last_reply(self) -> Message | None:
-        return next((m for m in reversed(self.active_branch()) if m.role == "assistant"), None)
 
     def model_messages(self) -> list[dict[str, str]]:
         """OpenAI-style messages for the model: the system prompt, then the active branch.

@@ -281,6 +281,12 @@ CHAT_DEFAULT_SYSTEM_PROMPT = _env("CHAT_DEFAULT_SYSTEM_PROMPT")
 # A reply whose process has not shown signs of life for this long is given up as
 # interrupted, so a crash never leaves a conversation stuck in "generating".
 CHAT_REPLY_STALE_SECONDS = _env_float("CHAT_REPLY_STALE_SECONDS", 20.0)
+# Back-off waits (seconds). Settings so that tests run them in milliseconds.
+# A finished reply is stored up to 4 times while storage is down: waits of 1×, 2×, 4× this.
+CHAT_REPLY_STORE_BACKOFF = _env_float("CHAT_REPLY_STORE_BACKOFF", 0.5)
+# How long a socket that opened a conversation mid-reply waits for the reply's snapshot
+# before it reloads the stored state instead (the reply ended, or its process died).
+CHAT_RESUME_TIMEOUT = _env_float("CHAT_RESUME_TIMEOUT", 3.0)
 
 # --- Limits a client must respect (sent in `hello.limits`) ------------------
 CHAT_MAX_CONTENT_CHARS = _env_int("CHAT_MAX_CONTENT_CHARS", 16000)

@@ -2,38 +2,23 @@
 
 Each client frame type has one handler named after it (`message.send` →
 `message_send`) that parses, calls a service, and sends what comes back. Events
-from the channel layer (`frame.send`, `reply.snapshot`) deliver other sockets'
-and replies' news to this one.
+from the channel layer (chat/events.py) deliver other sockets' and replies' news;
+what this socket shows of the conversation it watches is chat/resume.py's job.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import replies, services
-from chat.broadcast import conversation_group, user_group
+from chat import events, protocol, services
 from chat.errors import ChatError
+from chat.protocol import Request
 from chat.ratelimit import SlidingWindowLimiter
-from consumers import protocol
-from consumers.protocol import ProtocolError, Request
+from chat.resume import ConversationFeed
 
 logger = logging.getLogger(__name__)
-
-SNAPSHOT_TIMEOUT = 3.0
-
-
-@dataclass
-class Resume:
-    """A conversation opened mid-reply: live events wait until the reply's snapshot comes."""
-
-    opening: services.Opening
-    ref: str | None
-    token: object = field(default_factory=object)
-    buffered: list[dict] = field(default_factory=list)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -41,14 +26,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     frame_limiter = SlidingWindowLimiter()
 
     user = None
-    watching: str | None = None
-    resume: Resume | None = None
-    floor: tuple[str | None, int] = (None, 0)  # (reply, seq): older deltas are in the snapshot
+    feed: ConversationFeed | None = None
 
     # Events that touch no database. Channels runs close_old_connections before every
     # event, a hop to its one sync thread: per delta and per socket, that hop
     # serialised every relayed token of the process behind one thread.
-    RELAY_EVENTS = frozenset({"frame.send", "reply.snapshot"})
+    RELAY_EVENTS = frozenset({events.FRAME_SEND, events.REPLY_SNAPSHOT})
 
     async def dispatch(self, message: dict) -> None:
         if message["type"] in self.RELAY_EVENTS:
@@ -65,18 +48,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.info("socket refused", extra={"code": 4401, "reason": "not authenticated", "client": _client(self.scope)})
             return
         self.user = user
-        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        self.feed = ConversationFeed(self.channel_name, self.send_text)
+        await events.join(events.user_group(user.pk), self.channel_name)
         await self.accept()
-        await self.send_frame(await services.hello(user))
+        await self.send_frame(protocol.hello(**await services.hello(user)))
         logger.info("socket connected", extra={"user": user.pk, "client": _client(self.scope)})
 
     async def disconnect(self, code: int) -> None:
         if self.user is None:
             return
         logger.info("socket closed", extra={"user": self.user.pk, "code": code})
-        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-        if self.watching:
-            await self.channel_layer.group_discard(conversation_group(self.watching), self.channel_name)
+        await events.leave(events.user_group(self.user.pk), self.channel_name)
+        await self.feed.leave()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.user is None:
@@ -89,8 +72,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if wait is not None:
                 raise ChatError("rate_limited", f"Too many frames; try again in {wait:.0f} s.", wait)
             await getattr(self, request.handler_name)(request)
-        except (ProtocolError, ChatError) as failure:
-            ref = getattr(failure, "ref", None) or ref
+        except ChatError as failure:
+            ref = failure.ref or ref
             # Never the frame's content. Frames over the frame limit only at DEBUG: a flood stays out of the log.
             level = logging.DEBUG if wait is not None else logging.INFO
             logger.log(level, "request refused", extra={"user": self.user.pk, "frame": request.type if request else None,
@@ -102,16 +85,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return self.frame_limiter.hit(self.user.pk, settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW)
 
     async def send_frame(self, frame: dict) -> None:
-        await self.send(text_data=protocol.encode(frame))
+        await self.send_text(events.encode(frame))
 
-    async def watch(self, conversation_id: str) -> None:
-        """Follow one conversation at a time: the page shows one."""
-        if self.watching == conversation_id:
-            return
-        if self.watching:
-            await self.channel_layer.group_discard(conversation_group(self.watching), self.channel_name)
-        self.watching, self.resume = conversation_id, None
-        await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+    async def send_text(self, text: str) -> None:
+        await self.send(text_data=text)
 
     # --- Client frames -------------------------------------------------------------
 
@@ -120,30 +97,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def conversation_open(self, request: Request) -> None:
         row = await services.get_row(self.user, request["conversation"])
-        await self.watch(row.pk)  # before reading the state, so no delta can slip between
-        opening = await services.open_conversation(row)
-        if opening.reply_channel is None:
-            await self.send_frame(opening.state(None, request.ref))
-            return
-        self.resume = Resume(opening, request.ref)
-        await replies.request_snapshot(opening.reply_channel, self.channel_name, row.pk)
-        asyncio.create_task(self._expire_resume(self.resume.token))
+        await self.feed.watch(row.pk)  # before reading the state, so no delta can slip between
+        await self.feed.show(await services.open_conversation(row), request.ref)
 
     async def message_send(self, request: Request) -> None:
         turn = await services.send_message(self.user, request["conversation"], request["content"], request["model"],
                                            origin=self.channel_name, ref=request.ref)
-        await self.watch(turn.conversation_id)
+        await self.feed.watch(turn.conversation_id)
         await turn.start()
 
     async def message_edit(self, request: Request) -> None:
         turn = await services.edit_message(self.user, request["conversation"], request["message"], request["content"],
                                            origin=self.channel_name, ref=request.ref)
-        await self.watch(turn.conversation_id)
+        await self.feed.watch(turn.conversation_id)
         await turn.start()
 
     async def message_regenerate(self, request: Request) -> None:
         turn = await services.regenerate(self.user, request["conversation"], origin=self.channel_name, ref=request.ref)
-        await self.watch(turn.conversation_id)
+        await self.feed.watch(turn.conversation_id)
         await turn.start()
 
     async def branch_switch(self, request: Request) -> None:
@@ -175,48 +146,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         results = await services.search(self.user, request["query"])
         await self.send_frame(protocol.search_results(request["query"], results, request.ref))
 
-    # --- Channel-layer events ------------------------------------------------------------
+    # --- Channel-layer events (chat/events.py) -------------------------------------------
 
     async def frame_send(self, event: dict) -> None:
-        if event.get("watchers"):
-            if event["conversation"] != self.watching:
-                return  # an event still in flight from a conversation this socket left
-            if self.resume is not None:
-                self.resume.buffered.append(event)
-                return
-            if event.get("reply") is not None and event["reply"] == self.floor[0] and event["seq"] < self.floor[1]:
-                return  # sent before the snapshot this socket resumed from, which holds it already
-        text = event["ref_text"] if event.get("origin") == self.channel_name else event["text"]
-        await self.send(text_data=text)
+        await self.feed.frame(event)
 
     async def reply_snapshot(self, event: dict) -> None:
-        resume = self.resume
-        if resume is None or event["conversation"] != self.watching:
-            return
-        self.resume = None
-        generating = event["generating"]
-        self.floor = (generating["message"], generating["seq"])
-        await self.send_frame(resume.opening.state(generating, resume.ref))
-        for buffered in resume.buffered:
-            if buffered.get("reply") == generating["message"] and buffered.get("seq", -1) < generating["seq"]:
-                continue  # already part of the snapshot (reply.started carries seq -1)
-            await self.send(text_data=buffered["text"])
+        await self.feed.snapshot(event)
 
     async def resume_expired(self, event: dict) -> None:
-        """The reply's task did not answer (it just ended, or its process died): reload."""
-        resume = self.resume
-        if resume is None or id(resume.token) != event["token"]:
-            return
-        self.resume = None
-        opening = await services.open_conversation(resume.opening.row)
-        await self.send_frame(opening.state(None, resume.ref))
-        for buffered in resume.buffered:
-            if buffered.get("seq") is None and buffered.get("reply") is None:
-                await self.send(text_data=buffered["text"])
-
-    async def _expire_resume(self, token: object) -> None:
-        await asyncio.sleep(SNAPSHOT_TIMEOUT)
-        await self.channel_layer.send(self.channel_name, {"type": "resume.expired", "token": id(token)})
+        await self.feed.expired(event)
 
 
 def _client(scope) -> str | None:

@@ -1,4 +1,8 @@
-"""Fixtures shared by the suite: a scripted model server, a fresh store, users, sockets."""
+"""Fixtures shared by the suite: a scripted model server, a fresh store, users, sockets.
+
+Test settings that make the suite quick without changing what it checks live here too:
+a fast password hasher, and the production back-off waits in milliseconds.
+"""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chat import services
+from chat.backends import hf_backend
 from chat.store import reset_store
 from consumers.chat import ChatConsumer
 from tests.fake_model_server import FakeModelServer
@@ -27,12 +32,25 @@ def chat_settings(settings, tmp_path, fake_model):
     settings.HF_BASE_URL = fake_model.url
     settings.HF_TOKEN = ""
     settings.HF_MODELS = [ECHO_MODEL]
+    # Hashing a password the production way costs about 0.3 s per user; its strength is not under test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.CHAT_REPLY_STORE_BACKOFF = 0.01
     reset_store()
     ChatConsumer.frame_limiter._events.clear()
     services._reply_limiter._events.clear()
     fake_model.clear()
     yield settings
     reset_store()
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """The process's HF backend with a short retry budget, so a failing model costs a test
+    a second, not the production budget of 10 s."""
+    backend = hf_backend()
+    monkeypatch.setattr(backend, "retry_budget", 1.0)
+    monkeypatch.setattr(backend, "first_backoff", 0.05)
+    return backend
 
 
 @pytest.fixture
@@ -47,3 +65,14 @@ def session_cookie(user) -> bytes:
     client = Client()
     client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@pytest.fixture
+async def no_reply_left_running():
+    """After the test, passed or failed: close the sockets it left open and wait for its replies,
+    so that no test ends under a running reply or leaks a socket into the next one."""
+    from tests.sockets import close_open_sockets, finish_replies
+
+    yield
+    await close_open_sockets()
+    await finish_replies()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 
@@ -12,15 +13,18 @@ from django.contrib.auth import get_user_model
 from config.asgi import application
 from tests.conftest import session_cookie
 
+_open_sockets: set[ChatSocket] = set()
+
 
 class ChatSocket:
     def __init__(self, communicator: WebsocketCommunicator):
         self.communicator = communicator
         self.hello: dict | None = None
         self.seen: list[dict] = []
+        _open_sockets.add(self)
 
     @classmethod
-    async def connect(cls, user=None, *, origin: bytes | None = b"http://localhost", headers=()) -> "ChatSocket":
+    async def connect(cls, user=None, *, origin: bytes | None = b"http://localhost", headers=()) -> ChatSocket:
         socket = cls(await _communicator(user, origin, headers))
         connected, _ = await socket.communicator.connect()
         assert connected, "the handshake was refused"
@@ -91,6 +95,7 @@ class ChatSocket:
         return created["conversation"]["id"]
 
     async def close(self) -> None:
+        _open_sockets.discard(self)
         await self.communicator.disconnect()
 
 
@@ -109,6 +114,14 @@ def bearer(raw_token: str) -> list[tuple[bytes, bytes]]:
 
 async def create_user(username: str = "alice"):
     return await sync_to_async(get_user_model().objects.create_user)(username=username, password="correct horse battery staple")
+
+
+async def close_open_sockets() -> None:
+    """Close every socket a test opened and did not close (it failed before it could)."""
+    for socket in list(_open_sockets):
+        with contextlib.suppress(Exception):  # its app may have ended already
+            await socket.close()
+    _open_sockets.clear()
 
 
 async def finish_replies(timeout: float = 20) -> None:

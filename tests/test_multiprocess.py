@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
+from chatclient.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, server_env
 from tests.redis_layer import REDIS_URL, require_redis
-from tests.ws_client import LiveSocket
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +39,8 @@ def two_servers(tmp_path, model_server):
 
 async def test_tab_on_each_process_sees_the_same_conversation(two_servers):
     first, second, token = two_servers
-    tab1 = await LiveSocket.connect(first.ws_url, token)
-    tab2 = await LiveSocket.connect(second.ws_url, token)
+    tab1 = await Tab.open(first.ws_url, token)
+    tab2 = await Tab.open(second.ws_url, token)
     await tab1.send("message.send", conversation=None, content="across processes #tokens=30 #delay=0.03")
     created = await tab2.receive("conversation.created")
     conversation_id = created["conversation"]["id"]
@@ -63,8 +63,8 @@ async def test_tab_on_each_process_sees_the_same_conversation(two_servers):
 
 async def test_stop_on_one_process_stops_the_reply_written_by_the_other(two_servers):
     first, second, token = two_servers
-    tab1 = await LiveSocket.connect(first.ws_url, token)
-    tab2 = await LiveSocket.connect(second.ws_url, token)
+    tab1 = await Tab.open(first.ws_url, token)
+    tab2 = await Tab.open(second.ws_url, token)
     await tab1.send("message.send", conversation=None, content="long #tokens=400 #delay=0.02")
     created = await tab1.receive("conversation.created")
     first_delta = await tab1.receive("reply.delta", seq=0)
@@ -78,8 +78,8 @@ async def test_stop_on_one_process_stops_the_reply_written_by_the_other(two_serv
 
 async def test_closing_the_asking_tab_does_not_stop_the_reply(two_servers):
     first, second, token = two_servers
-    tab1 = await LiveSocket.connect(first.ws_url, token)
-    tab2 = await LiveSocket.connect(second.ws_url, token)
+    tab1 = await Tab.open(first.ws_url, token)
+    tab2 = await Tab.open(second.ws_url, token)
     await tab1.send("message.send", conversation=None, content="keep going #tokens=40 #delay=0.02")
     created = await tab1.receive("conversation.created")
     await tab1.receive("reply.delta")
@@ -94,14 +94,14 @@ async def test_closing_the_asking_tab_does_not_stop_the_reply(two_servers):
 
 async def test_process_killed_mid_reply_leaves_reply_interrupted_and_conversation_usable(two_servers):
     first, second, token = two_servers
-    tab1 = await LiveSocket.connect(first.ws_url, token)
+    tab1 = await Tab.open(first.ws_url, token)
     await tab1.send("message.send", conversation=None, content="doomed #tokens=400 #delay=0.02")
     created = await tab1.receive("conversation.created")
     conversation_id = created["conversation"]["id"]
     await tab1.receive("reply.delta")
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait(10)
-    tab2 = await LiveSocket.connect(second.ws_url, token)
+    tab2 = await Tab.open(second.ws_url, token)
     await asyncio.sleep(2.5)  # past CHAT_REPLY_STALE_SECONDS, the claim's heartbeat is stale
     await tab2.send("conversation.open", conversation=conversation_id)
     state = await tab2.receive("conversation.state")

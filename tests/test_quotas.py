@@ -19,15 +19,9 @@ from chat.store import get_store
 from chat.titles import clean_title
 from tests.conftest import ECHO_MODEL
 from tests.fake_model_server import TITLE_PREFIX
-from tests.sockets import ChatSocket, create_user, finish_replies
+from tests.sockets import ChatSocket, create_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def no_reply_left_running():
-    yield
-    await finish_replies()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 
 @pytest.fixture
@@ -226,9 +220,9 @@ def test_yesterdays_use_does_not_count_today(budgets, make_user):
     yesterday = quotas.today() - datetime.timedelta(days=1)
     ModelUsage.objects.create(day=yesterday, user=user, requests=1)
     ModelUsage.objects.create(day=yesterday, user=None, requests=1)
-    assert quotas.remaining(user) == 1
+    assert quotas.usage(user)["remaining"] == 1
     quotas.check_and_count(user, ECHO_MODEL)
-    assert quotas.remaining(user) == 0
+    assert quotas.usage(user)["remaining"] == 0
 
 
 def test_retry_after_is_the_time_until_utc_midnight(budgets, make_user, monkeypatch):
@@ -282,4 +276,4 @@ def test_title_purpose_keeps_one_in_reserve(budgets, make_user):
     assert quotas.try_count(user, ECHO_MODEL, "title") is True  # 2 left: the title may take one
     assert quotas.try_count(user, ECHO_MODEL, "title") is False  # 1 left: kept for a reply
     quotas.check_and_count(user, ECHO_MODEL, "reply")
-    assert quotas.remaining(user) == 0
+    assert quotas.usage(user)["remaining"] == 0

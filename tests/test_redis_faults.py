@@ -9,9 +9,9 @@ import urllib.request
 import pytest
 import websockets
 
+from chatclient.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, free_port, server_env
-from tests.ws_client import LiveSocket
 
 pytestmark = pytest.mark.slow
 
@@ -59,12 +59,12 @@ def redis_and_server(tmp_path):
         redis.stop()
 
 
-async def connect_when_possible(server, token, timeout=20) -> LiveSocket:
+async def connect_when_possible(server, token, timeout=20) -> Tab:
     """What the page does: retry until the socket is accepted and says hello."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return await LiveSocket.connect(server.ws_url, token)
+            return await Tab.open(server.ws_url, token)
         except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, asyncio.TimeoutError):
             if time.monotonic() > deadline:
                 raise
@@ -77,7 +77,7 @@ async def test_redis_missing_at_start_pages_work_and_sockets_recover_when_it_com
     with urllib.request.urlopen(server.url + "/accounts/login/", timeout=10) as response:
         assert response.status == 200  # plain pages do not need the channel layer
     with pytest.raises((websockets.ConnectionClosed, websockets.InvalidHandshake, asyncio.TimeoutError)):
-        tab = await LiveSocket.connect(server.ws_url, token)
+        tab = await Tab.open(server.ws_url, token)
         await tab.next_frame(5)
     redis.start()
     tab = await connect_when_possible(server, token)
@@ -91,7 +91,7 @@ async def test_redis_lost_mid_reply_the_reply_is_stored_and_the_page_recovers(re
     redis, server, token = redis_and_server
     redis.start()
     server.start()
-    tab = await LiveSocket.connect(server.ws_url, token)
+    tab = await Tab.open(server.ws_url, token)
     await tab.send("message.send", conversation=None, content="keep it #tokens=150 #delay=0.02")
     conversation_id = (await tab.receive("conversation.created"))["conversation"]["id"]
     await tab.receive("reply.delta")

@@ -8,7 +8,7 @@ from channels.layers import get_channel_layer
 from tests.redis_layer import redis_layer_settings, require_redis
 from tests.sockets import ChatSocket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from chatclient.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, free_port, server_env
-from tests.ws_client import LiveSocket
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def bucket_objects(endpoint: str) -> dict[str, dict]:
 
 async def test_messages_land_in_the_bucket_and_sync_rebuilds_the_sidebar(s3_server):
     server, token, endpoint = s3_server
-    tab = await LiveSocket.connect(server.ws_url, token)
+    tab = await Tab.open(server.ws_url, token)
     await tab.send("message.send", conversation=None, content="to the bucket #tokens=5")
     created = await tab.receive("conversation.created")
     conversation_id = created["conversation"]["id"]
@@ -72,7 +72,7 @@ async def test_messages_land_in_the_bucket_and_sync_rebuilds_the_sidebar(s3_serv
     server.manage("shell", "-c", "from chat.models import Conversation; Conversation.objects.all().delete()")
     assert "1 conversations synchronised" in server.manage("sync_conversations")
     assert "1 conversations synchronised" in server.manage("sync_conversations")  # idempotent
-    tab = await LiveSocket.connect(server.ws_url, token)
+    tab = await Tab.open(server.ws_url, token)
     assert [(c["id"], c["title"]) for c in tab.hello["conversations"]] == [(conversation_id, title)]
     await tab.send("conversation.open", conversation=conversation_id)
     state = await tab.receive("conversation.state")

@@ -15,17 +15,11 @@ from django.db import connection
 
 from chat import conversations, search
 from chat.models import SearchEntry
-from consumers.protocol import MAX_QUERY_CHARS
+from chat.protocol import MAX_QUERY_CHARS
 from tests.conftest import ECHO_MODEL
-from tests.sockets import ChatSocket, create_user, finish_replies
+from tests.sockets import ChatSocket, create_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def no_reply_left_running():
-    yield
-    await finish_replies()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 
 # --- Helpers ---------------------------------------------------------------------------

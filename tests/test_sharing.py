@@ -17,17 +17,11 @@ from chat import conversations, sharing
 from chat.errors import ChatError
 from chat.models import Conversation, SharedSnapshot
 from tests.conftest import ECHO_MODEL
-from tests.sockets import ChatSocket, create_user, finish_replies
+from tests.sockets import ChatSocket, create_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 SHARE_URL = re.compile(r"/s/([A-Za-z0-9_-]+)/")
-
-
-@pytest.fixture(autouse=True)
-async def no_reply_left_running():
-    yield
-    await finish_replies()
 
 
 def owner(make_user):

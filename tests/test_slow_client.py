@@ -7,9 +7,9 @@ import socket
 import pytest
 import websockets
 
+from chatclient.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, server_env
-from tests.ws_client import LiveSocket
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def bounded_server(tmp_path):
 
 async def test_client_that_stops_reading_is_disconnected_and_others_are_not(bounded_server):
     server, token = bounded_server
-    fast = await LiveSocket.connect(server.ws_url, token)
+    fast = await Tab.open(server.ws_url, token)
     await fast.send("message.send", conversation=None, content="warm up #tokens=2")
     conversation_id = (await fast.receive("conversation.created"))["conversation"]["id"]
     await fast.follow_reply()

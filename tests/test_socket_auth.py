@@ -10,7 +10,7 @@ from django.core.management import call_command
 from chat.models import ApiToken, hash_token
 from tests.sockets import ChatSocket, bearer, create_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 
 async def issue_token(user) -> str:

@@ -7,7 +7,7 @@ from chat.store import get_store
 from tests.conftest import ECHO_MODEL
 from tests.sockets import ChatSocket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 
 async def test_hello_lists_models_conversations_and_limits(make_user):

@@ -11,17 +11,11 @@ from asgiref.sync import sync_to_async
 from chat.models import Conversation
 from chat.store import get_store
 from tests.conftest import ECHO_MODEL
-from tests.sockets import ChatSocket, create_user, finish_replies
+from tests.sockets import ChatSocket, create_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 LONG_REPLY = "#tokens=200 #delay=0.02"
-
-
-@pytest.fixture(autouse=True)
-async def no_reply_left_running():
-    yield
-    await finish_replies()
 
 
 async def stored(user, conversation_id: str) -> dict:

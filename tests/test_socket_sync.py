@@ -16,15 +16,9 @@ from tests.conftest import ECHO_MODEL
 from tests.fake_model_server import TITLE_PREFIX
 from tests.sockets import ChatSocket, create_user, finish_replies
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
 
 OTHER_MODEL = "test/other"
-
-
-@pytest.fixture(autouse=True)
-async def no_reply_left_running():
-    yield
-    await finish_replies()
 
 
 def words(n: int) -> str:
@@ -246,8 +240,8 @@ async def test_fresh_claim_of_another_process_is_busy():
 # --- Branches: regenerate, edit, switch -------------------------------------------------
 
 
-async def test_open_while_a_dead_process_holds_a_fresh_claim_answers_after_the_snapshot_timeout(monkeypatch):
-    monkeypatch.setattr("consumers.chat.SNAPSHOT_TIMEOUT", 0.3)
+async def test_open_while_a_dead_process_holds_a_fresh_claim_answers_after_the_snapshot_timeout(settings):
+    settings.CHAT_RESUME_TIMEOUT = 0.3
     user = await create_user()
     socket = await ChatSocket.connect(user)
     conversation_id = await socket.new_conversation()

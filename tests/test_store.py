@@ -19,7 +19,6 @@ from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 from moto.s3.responses import S3Response
 
-from chat import store as store_module
 from chat.store import (
     ConversationExists,
     ConversationNotFound,
@@ -32,6 +31,7 @@ from chat.store import (
     parse_conversation_key,
     reset_store,
 )
+from chat.store import local as local_store
 from chat.transcript import Transcript
 
 BUCKET = "chat-transcripts"
@@ -299,7 +299,7 @@ def test_s3_iter_ids_pages(aws):
 def test_s3_conflict_rereads_and_reapplies(aws):
     s3 = make_s3()
     new(s3)
-    s3.client  # create the real client, then wrap it
+    _ = s3.client  # create the real client, then wrap it
     s3._client = flaky = FlakyClient(s3._client, fail=1)
     seen: list[int] = []
 
@@ -335,7 +335,7 @@ def test_s3_real_interleaved_writer_is_not_overwritten(aws):
 def test_s3_own_write_that_landed_is_not_applied_twice(aws):
     s3 = make_s3()
     new(s3)
-    s3.client
+    _ = s3.client  # create the real client, then wrap it
     s3._client = FlakyClient(s3._client, fail=1, land=True)
     transcript, _ = s3.update(1, "c1", append("once"))
     assert [m.content for m in s3.load(1, "c1").active_branch()] == ["once"]
@@ -364,7 +364,7 @@ def test_s3_create_whose_response_was_lost_still_succeeds(aws):
 def test_s3_retries_exhausted_is_write_conflict(aws):
     s3 = make_s3()
     new(s3)
-    s3.client
+    _ = s3.client  # create the real client, then wrap it
     s3._client = flaky = FlakyClient(s3._client, fail=1000)
     s3.max_attempts, s3.backoff_base = 4, 0.001
     with pytest.raises(WriteConflict, match="too many writers") as info:
@@ -445,7 +445,7 @@ def test_local_failed_write_leaves_the_old_transcript_whole(tmp_path, monkeypatc
     def disk_full(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(store_module.os, "replace", disk_full)
+    monkeypatch.setattr(local_store.os, "replace", disk_full)
     with pytest.raises(StorageUnavailable, match="No space left") as info:
         local.update(1, "c1", append("lost"))
     assert isinstance(info.value.__cause__, OSError)

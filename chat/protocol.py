@@ -2,7 +2,8 @@
 
 Client frames are parsed and validated here, into a `Request`; server frames are
 built here, one function per type. Nothing else in the project writes a frame by
-hand, so the wire format lives in one place.
+hand, so the message types live in one place; `chat/events.py` encodes them for
+the wire. A bad frame raises `ChatError`, like any other request that fails.
 """
 from __future__ import annotations
 
@@ -10,21 +11,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from chat.errors import ChatError
+
 PROTOCOL_VERSION = 1
 MAX_REF_CHARS = 64
 MAX_ID_CHARS = 64
 MAX_QUERY_CHARS = 200
-
-
-class ProtocolError(Exception):
-    """A frame that cannot be served; answered with an `error` frame, never a close."""
-
-    def __init__(self, code: str, message: str, ref: str | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.ref = ref
-        self.retry_after = retry_after
 
 
 # Field kinds: "id" a non-empty id string, "id?" an id or null, "text" a string,
@@ -64,30 +56,30 @@ class Request:
 
 
 def parse_request(text: str | None, *, max_bytes: int) -> Request:
-    """Parse one client frame; raise ProtocolError with a stable code when it is bad."""
+    """Parse one client frame; raise ChatError with a stable code when it is bad."""
     if text is None:
-        raise ProtocolError("invalid_message", "Frames must be JSON text, not binary.")
+        raise ChatError("invalid_message", "Frames must be JSON text, not binary.")
     if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise ProtocolError("too_large", f"Frames are limited to {max_bytes} bytes.")
+        raise ChatError("too_large", f"Frames are limited to {max_bytes} bytes.")
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
+        raise ChatError("invalid_json", "The frame is not valid JSON.") from None
     if not isinstance(data, dict):
-        raise ProtocolError("invalid_message", "A frame must be a JSON object.")
+        raise ChatError("invalid_message", "A frame must be a JSON object.")
     ref = data.get("ref")
     if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_CHARS or not _is_unicode(ref)):
-        raise ProtocolError("invalid_message", f"`ref` must be a string of at most {MAX_REF_CHARS} characters.")
+        raise ChatError("invalid_message", f"`ref` must be a string of at most {MAX_REF_CHARS} characters.")
     kind = data.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError("invalid_message", "A frame needs a string `type`.", ref)
+        raise ChatError("invalid_message", "A frame needs a string `type`.", ref=ref)
     if kind not in REQUEST_FIELDS:
-        raise ProtocolError("invalid_message", f"Unknown frame type {kind[:40]!r}.", ref)
+        raise ChatError("invalid_message", f"Unknown frame type {kind[:40]!r}.", ref=ref)
     fields = {}
     for name, (kind_of_field, required) in REQUEST_FIELDS[kind].items():
         if name not in data:
             if required:
-                raise ProtocolError("invalid_message", f"`{kind}` needs the field `{name}`.", ref)
+                raise ChatError("invalid_message", f"`{kind}` needs the field `{name}`.", ref=ref)
             continue
         fields[name] = _check_field(kind, name, kind_of_field, data[name], ref)
     return Request(type=kind, ref=ref, fields=fields)
@@ -98,10 +90,10 @@ def _check_field(frame_type: str, name: str, kind: str, value: Any, ref: str | N
         return None
     if kind in (_ID, _ID_OR_NULL):
         if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or not _is_unicode(value):
-            raise ProtocolError("invalid_message", f"`{name}` in `{frame_type}` must be an id string.", ref)
+            raise ChatError("invalid_message", f"`{name}` in `{frame_type}` must be an id string.", ref=ref)
         return value
     if not isinstance(value, str) or not _is_unicode(value):
-        raise ProtocolError("invalid_message", f"`{name}` in `{frame_type}` must be a string of valid Unicode.", ref)
+        raise ChatError("invalid_message", f"`{name}` in `{frame_type}` must be a string of valid Unicode.", ref=ref)
     return value
 
 
@@ -115,10 +107,6 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
-
-
 # --- Server frames ----------------------------------------------------------
 
 
@@ -128,7 +116,7 @@ def _with_ref(frame: dict[str, Any], ref: str | None) -> dict[str, Any]:
     return frame
 
 
-def hello(user: dict, models: list[dict], conversations: list[dict], limits: dict) -> dict:
+def hello(user: dict, models: list[dict], conversations: list[dict], limits: dict, usage: dict) -> dict:
     return {
         "type": "hello",
         "protocol": PROTOCOL_VERSION,
@@ -136,6 +124,7 @@ def hello(user: dict, models: list[dict], conversations: list[dict], limits: dic
         "models": models,
         "conversations": conversations,
         "limits": limits,
+        "usage": usage,  # today's hosted-model budget (chat/quotas.py)
     }
 
 

@@ -1,12 +1,11 @@
-"""Replies owned by the server, not by the socket that asked for them.
+"""One server-owned task per reply: stream from the model, fan out, store.
 
-A reply is one asyncio task in the process that accepted the message. It claims
-the conversation in the database (one reply at a time, across processes), streams
-from the model backend, sends numbered deltas to the conversation's group, and
-stores the reply when it completes, fails or is stopped. Closing the tab that
-asked changes nothing. The task listens on a channel of its own, recorded in the
-claim, so that `generation.stop` and "what have you got so far?" reach it from any
-socket on any process.
+The task runs in the process that accepted the message, not tied to the socket
+that asked: closing that tab changes nothing. It streams from the model backend,
+coalesces what the model wrote while a send was in flight into one numbered delta,
+sends deltas to the conversation's group, and stores the reply when it completes,
+fails or is stopped, then releases the claim (chat/replies/claim.py). Its control
+channel (chat/replies/control.py) hears `stop` and snapshot requests.
 """
 from __future__ import annotations
 
@@ -14,100 +13,28 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from chat import broadcast, conversations, quotas
+from chat import conversations, events, protocol
 from chat.backends import ModelError, get_backend
+from chat.blocking import run_blocking
 from chat.context import context_chars, fit_context
 from chat.errors import ChatError
 from chat.models import Conversation
-from chat.presenters import conversation_dict, message_dict
+from chat.presenters import message_dict
 from chat.rendering import StreamRenderer
-from chat.titles import clean_title, title_request_messages
+from chat.replies import claim, control, titling
 from chat.transcript import Message, Transcript
-from consumers import protocol
 
 logger = logging.getLogger(__name__)
 
 STORE_ATTEMPTS = 4
-TITLE_MAX_TOKENS = 24
-TITLE_TIMEOUT = 60.0
 
 # Running replies of this process, so that they are not garbage-collected and
 # can be stopped on shutdown.
-_running: dict[str, "ReplyTask"] = {}
-
-
-async def run_blocking(function, *args, **kwargs):
-    """Run DB or storage work off the event loop, in parallel with other sockets' work."""
-    return await database_sync_to_async(function, thread_sensitive=False)(*args, **kwargs)
-
-
-# --- The claim ----------------------------------------------------------------
-
-
-def claim(row: Conversation, reply_id: str, parent_id: str, model: str, channel: str) -> bool:
-    """Take the conversation's reply slot; False if another reply holds it."""
-    fields = dict(reply_message=reply_id, reply_parent=parent_id, reply_model=model, reply_channel=channel, reply_heartbeat=timezone.now())
-    taken = Conversation.objects.filter(pk=row.pk, reply_message__isnull=True).update(**fields)
-    if not taken and recover_if_stale(row):
-        taken = Conversation.objects.filter(pk=row.pk, reply_message__isnull=True).update(**fields)
-    if taken:
-        for name, value in fields.items():
-            setattr(row, name, value)
-    return bool(taken)
-
-
-def release(row: Conversation, reply_id: str) -> None:
-    Conversation.objects.filter(pk=row.pk, reply_message=reply_id).update(
-        reply_message=None, reply_parent=None, reply_model="", reply_channel="", reply_heartbeat=None
-    )
-
-
-def _beat(row_pk: str, reply_id: str) -> None:
-    Conversation.objects.filter(pk=row_pk, reply_message=reply_id).update(reply_heartbeat=timezone.now())
-
-
-def recover_if_stale(row: Conversation) -> bool:
-    """A claim whose process died: store its reply as interrupted and free the slot."""
-    row.refresh_from_db()
-    if not row.reply_message:
-        return True
-    if row.reply_heartbeat and timezone.now() - row.reply_heartbeat < timedelta(seconds=settings.CHAT_REPLY_STALE_SECONDS):
-        return False
-    reply_id, parent_id, model = row.reply_message, row.reply_parent, row.reply_model
-
-    def add_interrupted(transcript: Transcript) -> None:
-        if reply_id not in transcript.messages and parent_id in transcript.messages:
-            transcript.add_message(parent_id, "assistant", "", message_id=reply_id, model=model, status="interrupted")
-
-    try:
-        conversations.update_transcript(row, add_interrupted, touch=False)
-    except ChatError:
-        return False
-    release(row, reply_id)
-    row.refresh_from_db()
-    logger.warning("reply recovered as interrupted", extra={"conversation": row.pk, "reply": reply_id})
-    return True
-
-
-# --- Control messages from sockets -------------------------------------------
-
-
-async def request_stop(channel: str) -> None:
-    await get_channel_layer().send(channel, {"type": "reply.stop"})
-
-
-async def request_snapshot(channel: str, reply_to: str, conversation_id: str) -> None:
-    await get_channel_layer().send(channel, {"type": "reply.snapshot_request", "reply_to": reply_to, "conversation": conversation_id})
-
-
-# --- The reply task -------------------------------------------------------------
+running: dict[str, ReplyTask] = {}
 
 
 @dataclass
@@ -119,17 +46,17 @@ class ReplyTask:
     parent_id: str
     model: str
     model_messages: list[dict]
-    channel: str
+    channel: str  # the control channel, recorded in the claim
     title_from: str | None = None  # the first user message, when the conversation needs a title
     seq: int = 0
     stopped: bool = False
     failure: ModelError | None = None
+    pieces: int = 0  # text pieces streamed by the model: one per token with both backends
     _parts: list[str] = field(default_factory=list)
     _pending: list[str] = field(default_factory=list)
     _appended: list[str] = field(default_factory=list)
     _tail: str = ""
     _stream_done: bool = False
-    pieces: int = 0  # text pieces streamed by the model: one per token with both backends
     _broadcast_failed: bool = False
 
     def __post_init__(self) -> None:
@@ -142,9 +69,9 @@ class ReplyTask:
         return self.row.pk
 
     def start(self) -> asyncio.Task:
-        _running[self.reply_id] = self
+        running[self.reply_id] = self
         task = asyncio.create_task(self.run(), name=f"reply-{self.reply_id}")
-        task.add_done_callback(lambda _: _running.pop(self.reply_id, None))
+        task.add_done_callback(lambda _: running.pop(self.reply_id, None))
         return task
 
     def stop(self) -> None:
@@ -167,7 +94,8 @@ class ReplyTask:
         started = time.monotonic()
         logger.info("reply started", extra={"conversation": self.conversation_id, "reply": self.reply_id,
                                             "user": self.row.owner_id, "model": self.model})
-        helpers = [asyncio.create_task(self._listen()), asyncio.create_task(self._heartbeat())]
+        listener = asyncio.create_task(control.listen(self.channel, self))
+        heartbeat = asyncio.create_task(claim.keep_alive(self.row, self.reply_id))
         try:
             await self._broadcast(protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model))
             sender = asyncio.create_task(self._send_loop())
@@ -196,8 +124,8 @@ class ReplyTask:
             logger.exception("reply task crashed", extra={"conversation": self.conversation_id})
             await self._store_and_release("failed", {"code": "model_failed", "message": "The server failed."})
         finally:
-            await self._close_listener(helpers[0])
-            helpers[1].cancel()
+            await control.close(self.channel, listener)
+            heartbeat.cancel()
             logger.info(
                 "reply ended",
                 extra={"conversation": self.conversation_id, "reply": self.reply_id, "user": self.row.owner_id,
@@ -243,55 +171,11 @@ class ReplyTask:
         # A lost channel layer must not lose the reply: it is still stored, and
         # sockets that missed deltas resynchronise from `conversation.state`.
         try:
-            await broadcast.to_conversation(self.conversation_id, frame)
+            await events.to_conversation(self.conversation_id, frame)
         except Exception:
             if not self._broadcast_failed:  # once per reply, not once per token
                 logger.warning("broadcast failed", exc_info=True, extra={"conversation": self.conversation_id})
             self._broadcast_failed = True
-
-    async def _listen(self) -> None:
-        layer = get_channel_layer()
-        while True:
-            try:
-                event = await layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("reply control channel failed", exc_info=True)
-                await asyncio.sleep(1.0)
-                continue
-            if event.get("type") == "reply.closed":
-                return
-            if event.get("type") == "reply.stop":
-                self.stop()
-            elif event.get("type") == "reply.snapshot_request":
-                answer = {"type": "reply.snapshot", "conversation": self.conversation_id, "generating": self.snapshot()}
-                try:
-                    await layer.send(event["reply_to"], answer)
-                except Exception:
-                    logger.warning("snapshot not delivered", exc_info=True)
-
-    async def _close_listener(self, listener: asyncio.Task) -> None:
-        """End the control loop with a message, not a cancel.
-
-        With Redis, every process-local channel shares one real channel, and a
-        receive cancelled mid-read can lose a message meant for another socket
-        of this process (channels_redis pops it, then drops it). So the loop is
-        told to stop and returns between two reads; cancel only as a last resort.
-        """
-        try:
-            await get_channel_layer().send(self.channel, {"type": "reply.closed"})
-            await asyncio.wait_for(asyncio.shield(listener), 5)
-        except Exception:
-            listener.cancel()
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(settings.CHAT_REPLY_STALE_SECONDS / 4)
-            try:
-                await run_blocking(_beat, self.row.pk, self.reply_id)
-            except Exception:
-                logger.warning("heartbeat failed", exc_info=True)
 
     async def _finish(self) -> None:
         status = "stopped" if self.stopped else ("failed" if self.failure else "complete")
@@ -311,9 +195,10 @@ class ReplyTask:
             return
         await self._broadcast(protocol.reply_completed(self.conversation_id, shown, self.stopped))
         if self.title_from is not None and status == "complete":
-            await self._make_title(transcript)
+            await titling.make_title(self.row, self.model, self.title_from, "".join(self._parts))
 
     async def _store_and_release(self, status: str, error: dict | None) -> tuple[Transcript | None, Message | None]:
+        """Store the reply, retrying while storage is down (CHAT_REPLY_STORE_BACKOFF, doubled), then free the slot."""
         content = "".join(self._parts + self._pending)
         result: tuple[Transcript | None, Message | None] = (None, None)
         for attempt in range(STORE_ATTEMPTS):
@@ -327,40 +212,6 @@ class ReplyTask:
                 if failure.code != "storage_unavailable" or attempt == STORE_ATTEMPTS - 1:
                     logger.error("reply not stored", extra={"conversation": self.conversation_id, "code": failure.code})
                     break
-                await asyncio.sleep(0.5 * 2**attempt)
-        await run_blocking(release, self.row, self.reply_id)
+                await asyncio.sleep(settings.CHAT_REPLY_STORE_BACKOFF * 2**attempt)
+        await run_blocking(claim.release, self.row, self.reply_id)
         return result
-
-    async def _make_title(self, transcript: Transcript) -> None:
-        """Title a new conversation; never delays or fails the reply itself."""
-        user_text = self.title_from or ""
-        reply_text = "".join(self._parts)
-        try:
-            # A title costs a request of the daily budget; skipped when it would take the last one.
-            titled = await run_blocking(quotas.try_count, self.row.owner_id, self.model, "title")
-            raw = await asyncio.wait_for(self._complete(title_request_messages(user_text, reply_text)),
-                                         TITLE_TIMEOUT) if titled else ""
-        except Exception:
-            logger.info("title call failed; using the user's words", exc_info=True)
-            raw = ""
-        title = clean_title(raw, user_text)
-        try:
-            await run_blocking(_set_title_once, self.row, title)
-        except ChatError:
-            return
-        await broadcast.to_user(self.row.owner_id, protocol.conversation_updated(conversation_dict(self.row)))
-
-    async def _complete(self, messages: list[dict]) -> str:
-        stream = get_backend(self.model).stream(self.model, messages, max_tokens=TITLE_MAX_TOKENS)
-        try:
-            return "".join([piece async for piece in stream])
-        finally:
-            await stream.aclose()
-
-
-def _set_title_once(row: Conversation, title: str) -> None:
-    def set_if_untitled(transcript: Transcript) -> None:
-        if not transcript.title:
-            transcript.title = title
-
-    conversations.update_transcript(row, set_if_untitled, touch=False)

@@ -1,0 +1,137 @@
+"""Joining a conversation mid-reply, and following the conversation a socket watches.
+
+A socket that opens a conversation while a reply is being written must show the
+reply so far and then every later delta, with no gap and nothing twice, although
+the reply's task may run in another process. So it joins the conversation's group
+first (no delta can slip by), loads the stored messages, and asks the reply's task
+for a snapshot (`reply.snapshot_request` → `reply.snapshot`: the text so far and the
+`seq` of the next delta). Live frames that come meanwhile are buffered; when the
+snapshot arrives the socket sends `conversation.state` with it, then the buffered
+frames the snapshot does not already hold, and from then on drops deltas older than
+the snapshot (the floor). If no snapshot comes within CHAT_RESUME_TIMEOUT (the
+reply just ended, or its process died) the socket reloads the stored state instead.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from chat import conversations, events, protocol
+from chat.blocking import run_blocking
+from chat.models import Conversation
+from chat.presenters import branch_dicts, conversation_dict
+from chat.replies import claim
+
+
+@dataclass
+class Opening:
+    """A conversation being opened; `reply_channel` is set when a reply is in progress."""
+
+    row: Conversation
+    messages: list[dict]  # rendered off the event loop: Markdown costs about 1 ms per KB
+    reply_channel: str | None
+
+    def state(self, generating: dict | None, ref: str | None = None) -> dict:
+        return protocol.conversation_state(conversation_dict(self.row), self.messages, generating, ref)
+
+
+async def open_conversation(row: Conversation) -> Opening:
+    """The stored state of `row`, and whether a live reply must be joined (a dead one is recovered first)."""
+    def load() -> Opening:
+        row.refresh_from_db()
+        if row.reply_message:
+            claim.recover_if_stale(row)
+        transcript = conversations.load_transcript(row)
+        return Opening(row, branch_dicts(transcript), row.reply_channel or None)
+
+    return await run_blocking(load)
+
+
+@dataclass
+class _Joining:
+    """A conversation opened mid-reply: live frames wait until the reply's snapshot comes."""
+
+    opening: Opening
+    ref: str | None
+    token: object = field(default_factory=object)
+    buffered: list[dict] = field(default_factory=list)
+    timer: asyncio.Task | None = None  # held so that it is not garbage-collected
+
+
+class ConversationFeed:
+    """What one socket hears of the conversation it watches (one at a time: the page shows one)."""
+
+    def __init__(self, channel: str, send: Callable[[str], Awaitable[None]]):
+        self.channel = channel  # the socket's own channel
+        self._send = send  # sends wire text on the socket
+        self.watching: str | None = None
+        self._joining: _Joining | None = None
+        self._floor: tuple[str | None, int] = (None, 0)  # (reply, seq): older deltas are in the snapshot
+
+    async def watch(self, conversation_id: str) -> None:
+        """Follow `conversation_id` instead of the conversation watched so far."""
+        if self.watching == conversation_id:
+            return
+        await self.leave()
+        self.watching, self._joining = conversation_id, None
+        await events.join(events.conversation_group(conversation_id), self.channel)
+
+    async def leave(self) -> None:
+        if self.watching:
+            await events.leave(events.conversation_group(self.watching), self.channel)
+
+    async def show(self, opening: Opening, ref: str | None) -> None:
+        """Send the opened conversation's state, joining its reply if one is being written.
+
+        Call `watch` before loading `opening`, so that no frame slips between the two."""
+        if opening.reply_channel is None:
+            await self._send(events.encode(opening.state(None, ref)))
+            return
+        self._joining = joining = _Joining(opening, ref)
+        await events.request_snapshot(opening.reply_channel, self.channel, opening.row.pk)
+        joining.timer = asyncio.create_task(self._expire(joining.token))
+
+    async def frame(self, event: dict) -> None:
+        """`frame.send`: deliver a fanned-out frame unless this socket already has it or must wait."""
+        if event.get("watchers"):
+            if event["conversation"] != self.watching:
+                return  # an event still in flight from a conversation this socket left
+            if self._joining is not None:
+                self._joining.buffered.append(event)
+                return
+            if event.get("reply") is not None and event["reply"] == self._floor[0] and event["seq"] < self._floor[1]:
+                return  # sent before the snapshot this socket resumed from, which holds it already
+        await self._send(event["ref_text"] if event.get("origin") == self.channel else event["text"])
+
+    async def snapshot(self, event: dict) -> None:
+        """`reply.snapshot`: the reply so far; send the state with it, then what was buffered after it."""
+        joining = self._joining
+        if joining is None or event["conversation"] != self.watching:
+            return
+        self._joining = None
+        generating = event["generating"]
+        self._floor = (generating["message"], generating["seq"])
+        await self._send(events.encode(joining.opening.state(generating, joining.ref)))
+        for buffered in joining.buffered:
+            if buffered.get("reply") == generating["message"] and buffered.get("seq", -1) < generating["seq"]:
+                continue  # already part of the snapshot (reply.started carries seq -1)
+            await self._send(buffered["text"])
+
+    async def expired(self, event: dict) -> None:
+        """`resume.expired`: the reply's task did not answer (it just ended, or its process died): reload."""
+        joining = self._joining
+        if joining is None or id(joining.token) != event["token"]:
+            return
+        self._joining = None
+        opening = await open_conversation(joining.opening.row)
+        await self._send(events.encode(opening.state(None, joining.ref)))
+        for buffered in joining.buffered:
+            if buffered.get("seq") is None and buffered.get("reply") is None:
+                await self._send(buffered["text"])
+
+    async def _expire(self, token: object) -> None:
+        await asyncio.sleep(settings.CHAT_RESUME_TIMEOUT)
+        await events.expire_resume(self.channel, id(token))

@@ -1,0 +1,9 @@
+"""Clients of the chat socket protocol (docs/protocol.md), outside the server.
+
+- `terminal` — the terminal client, `python -m chatclient` (docs/client.md); needs only
+  `websockets` and the standard library, so the one file can be copied anywhere.
+- `tab` — an async socket that records every frame as it arrives: the client of the
+  tests that run against live server processes, and of the benchmarks (bench/).
+
+Nothing here imports Django or the server's packages (`chat`, `consumers`, `config`).
+"""
