@@ -1,6 +1,6 @@
 """The direct model reader (the baseline), and what the stamps of received tokens say.
 
-The WebSocket side is `chatclient.tab.Tab`. Both timestamp what they receive with the
+The WebSocket side is `chat.client.tab.Tab`. Both timestamp what they receive with the
 wall clock as soon as it arrives, so that a token stamped by the scripted model
 (`#stamp`: its send time, µs modulo 10**9) gives its latency: arrival − stamp, on one
 machine's clock.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from chatclient.tab import Piece
+from chat.client.tab import Piece
 from tests.fake_model_server import STAMP, STAMP_MODULO
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import report
 from bench.servers import ModelServer, daphne, raise_fd_limit, rss_bytes, seed, server_env
 from bench.stats import fmt, median, percentile
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 
 COUNTS = {"quick": (1000, 2500), "full": (1000, 5000, 10000)}
 LIMIT_KB = 50.0

@@ -19,7 +19,7 @@ from bench.servers import CpuMeter, ModelServer, daphne, seed, server_env
 from bench.stats import fmt, percentile
 from chat import events, protocol
 from chat.rendering import StreamRenderer, render_markdown
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 from tests.fake_model_server import markdown_tokens
 
 LENGTHS = (100, 1000, 5000)

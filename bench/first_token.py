@@ -17,7 +17,7 @@ from bench import report
 from bench.clients import direct_stream
 from bench.servers import FAKE_MODEL, ModelServer, MotoServer, daphne, seed, server_env
 from bench.stats import fmt, median, percentile
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 
 PROMPT = "First token, please. #tokens=20"
 REFERENCE_MS = 3.0  # LiteLLM proxy's added latency per request (field notes)

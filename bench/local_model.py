@@ -16,7 +16,7 @@ from pathlib import Path
 from bench import report
 from bench.servers import ModelServer, daphne, seed, server_env
 from bench.stats import fmt, median
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 
 PROMPT = ("Write a long, detailed story about a lighthouse keeper who befriends a whale. "
           "Describe the sea, the seasons and the village in many paragraphs.")

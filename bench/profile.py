@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import report
 from bench.relay import prompt, warm_up
 from bench.servers import CpuMeter, ModelServer, daphne, raise_fd_limit, seed, server_env
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 
 CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with it); the first match wins
     ("SSL context built per reply (httpx client per model call)", ("create_default_context",)),

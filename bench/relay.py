@@ -22,7 +22,7 @@ from bench import report
 from bench.clients import delivered_rate, direct_stream, seq_errors, token_latencies
 from bench.servers import FAKE_MODEL, REDIS_URL, CpuMeter, ModelServer, daphne, raise_fd_limit, rss_bytes, seed, server_env
 from bench.stats import fmt, median, percentile
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 from tests.fake_model_server import STAMPABLE, markdown_tokens
 
 TOKEN_DELAY = 0.02  # 50 tokens/s per reply, a fast hosted model

@@ -1,8 +1,8 @@
-"""The terminal client (chatclient/terminal.py), end to end against a live daphne process.
+"""The terminal client (chat/client/terminal.py), end to end against a live daphne process.
 
 The server runs in its own process with its own SQLite file and transcript folder
 (tests/live_server.py); the model is the scripted FakeModelServer of this test
-process. The client runs as `python -m chatclient`, exactly as a user runs it.
+process. The client runs as `python -m chat.client`, exactly as a user runs it.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from tests.live_server import REPO, LiveServer, free_port, server_env
 
-CLIENT = [sys.executable, "-m", "chatclient"]
+CLIENT = [sys.executable, "-m", "chat.client"]
 CONVERSATION_LINE = re.compile(r"^conversation (\w+)$", re.MULTILINE)
 
 
@@ -264,9 +264,10 @@ def test_ctrl_c_in_chat_stops_the_reply_and_returns_to_the_prompt(live):
 
 def test_the_client_imports_nothing_from_django_or_the_project():
     code = ("import sys\n"
-            "for name in ('django', 'channels', 'daphne', 'chat', 'consumers', 'config'): sys.modules[name] = None\n"
-            "import chatclient.terminal\n"
-            "assert not [m for m in sys.modules if m.startswith('chat.') or m.startswith('bench') or m.startswith('tests')]\n")
+            "for name in ('django', 'channels', 'daphne', 'consumers', 'config'): sys.modules[name] = None\n"
+            "import chat.client.terminal\n"
+            "loaded = {m for m in sys.modules if m == 'chat' or m.startswith(('chat.', 'bench', 'tests'))}\n"
+            "assert loaded <= {'chat', 'chat.client', 'chat.client.terminal', 'chat.client.printable'}, loaded\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=client_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -277,7 +278,7 @@ def test_deltas_are_applied_in_seq_order_once():
     import io
     import json
 
-    from chatclient.terminal import ChatClient
+    from chat.client.terminal import ChatClient
 
     frames = [
         {"type": "reply.started", "conversation": "c", "message": "r", "parent": "u", "model": "m"},

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, server_env
 from tests.redis_layer import REDIS_URL, require_redis

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 import websockets
 
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, free_port, server_env
 

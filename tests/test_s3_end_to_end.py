@@ -7,7 +7,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, free_port, server_env
 

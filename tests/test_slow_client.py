@@ -7,7 +7,7 @@ import socket
 import pytest
 import websockets
 
-from chatclient.tab import Tab
+from chat.client.tab import Tab
 from tests.fake_model_server import FakeModelServer
 from tests.live_server import LiveServer, server_env
 

@@ -3,10 +3,10 @@
 It needs only `websockets` and the standard library (no Django, nothing else from
 the project), so this one file can be copied anywhere and run as a script:
 
-    python -m chatclient --token chat_... list
-    python -m chatclient show ID
-    python -m chatclient send [--conversation ID] [--model ID] "text"
-    python -m chatclient chat [--conversation ID]
+    python -m chat.client --token chat_... list
+    python -m chat.client show ID
+    python -m chat.client send [--conversation ID] [--model ID] "text"
+    python -m chat.client chat [--conversation ID]
 
 The token comes from `--token` or the environment variable CHAT_TOKEN; create one
 with `python manage.py create_token USERNAME`. Exit status: 0 done, 1 connection
@@ -286,7 +286,7 @@ def run_chat(client: ChatClient, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chatclient", description="Terminal client for the chat server.")
+    parser = argparse.ArgumentParser(prog="python -m chat.client", description="Terminal client for the chat server.")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the chat socket (default {DEFAULT_URL})")
     parser.add_argument("--token", help="API token (default: the CHAT_TOKEN environment variable)")
     commands = parser.add_subparsers(dest="command", required=True)
