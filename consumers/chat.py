@@ -11,10 +11,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import replies, services
+from chat import credentials, replies, services
 from chat.broadcast import conversation_group, user_group
 from chat.errors import ChatError
 from chat.ratelimit import SlidingWindowLimiter
@@ -38,7 +39,7 @@ class Resume:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     # Per process and per user, shared by all of a user's sockets in this process.
-    frame_limiter = SlidingWindowLimiter()
+    frame_limiter = SlidingWindowLimiter("frames")
 
     user = None
     watching: str | None = None
@@ -83,7 +84,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # refused at connect (4401) and closing
         ref = request = wait = None
         try:
-            wait = self._frame_wait()  # every frame counts, unreadable ones too
+            wait = await self._frame_wait()  # every frame counts, unreadable ones too
             request = protocol.parse_request(text_data, max_bytes=settings.CHAT_MAX_FRAME_BYTES)
             ref = request.ref
             if wait is not None:
@@ -97,9 +98,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                                         "code": failure.code})
             await self.send_frame(protocol.error(failure.code, failure.message, ref, failure.retry_after))
 
-    def _frame_wait(self) -> float | None:
+    async def _frame_wait(self) -> float | None:
         """Seconds this user must wait before sending frames again, or None."""
-        return self.frame_limiter.hit(self.user.pk, settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW)
+        return await self.frame_limiter.hit(self.user.pk, settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW)
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=protocol.encode(frame))
@@ -213,6 +214,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for buffered in resume.buffered:
             if buffered.get("seq") is None and buffered.get("reply") is None:
                 await self.send(text_data=buffered["text"])
+
+    async def credentials_withdrawn(self, event: dict) -> None:
+        """A credential of this user was withdrawn (chat/credentials.py): close if it was this socket's."""
+        if not await database_sync_to_async(credentials.still_valid)(self.scope.get("credential"), self.user.pk, event):
+            await self.close(code=credentials.CLOSE_CODE)
 
     async def _expire_resume(self, token: object) -> None:
         await asyncio.sleep(SNAPSHOT_TIMEOUT)
