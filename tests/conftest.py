@@ -27,6 +27,7 @@ def chat_settings(settings, tmp_path, fake_model):
     settings.HF_BASE_URL = fake_model.url
     settings.HF_TOKEN = ""
     settings.HF_MODELS = [ECHO_MODEL]
+    settings.HF_NEW_ACCOUNT_DAYS = 0  # every test user is new; tests/test_security_signup.py tests that budget
     reset_store()
     ChatConsumer.frame_limiter._events.clear()
     services._reply_limiter._events.clear()
