@@ -8,9 +8,12 @@
 - `models`: the configured models and whether each can be used, from the settings
   and the local model file; no request is made to a model.
 
-Each check has a time limit and runs concurrently with the others. The report is
-for anyone (no login): it names no host, URL, path, bucket, token or exception text,
-only what is up and what is not; details go to the server log.
+Each check has a time limit and runs concurrently with the others. Anyone (no login)
+gets the bare status, `{"status": "ok"}` or `{"status": "unavailable"}` with 200 or
+503; the checks (which backends and model ids the server uses) only a staff user or
+a monitor that sends `Authorization: Bearer <HEALTHZ_TOKEN>` (`sees_details`). Even
+those name no host, URL, path, bucket, token or exception text; details go to the
+server log.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
+from django.utils.crypto import constant_time_compare
 
 from chat.backends import available_models, default_model_id
 from chat.store import S3Store, StorageUnavailable, get_store
@@ -109,3 +114,13 @@ async def report() -> tuple[bool, dict[str, Any]]:
     checks = dict(zip(CHECKS, results))
     healthy = all(result["ok"] for result in checks.values())
     return healthy, {"status": "ok" if healthy else "unavailable", "checks": checks}
+
+
+async def sees_details(request) -> bool:
+    """Whether this request may see the checks: the monitoring token, or a staff login."""
+    token = settings.HEALTHZ_TOKEN
+    authorization = request.headers.get("Authorization", "")
+    if token and authorization[:7].lower() == "bearer " and constant_time_compare(authorization[7:].strip(), token):
+        return True
+    user = await request.auser()
+    return user.is_active and user.is_staff
