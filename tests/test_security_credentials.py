@@ -125,6 +125,6 @@ async def test_deactivation_in_another_process_closes_the_socket_over_redis(sett
         result = await sync_to_async(run_django)(tmp_path, ["manage.py", "shell", "-c", script], DATABASE_URL=url,
                                                  REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix)
         assert result.returncode == 0, result.stderr
-        assert await close_code(socket, timeout=10) == 4401
+        assert await close_code(socket, timeout=20) == 4401  # generous: this machine runs at a load of 9
     finally:
         settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
