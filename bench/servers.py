@@ -135,7 +135,7 @@ def server_env(workdir: Path, model_url: str, **extra: str) -> dict[str, str]:
     limiter. Replies may be long (the 5,000-token case)."""
     return {
         "DEBUG": "0",
-        "SECRET_KEY": "bench-" + secrets.token_urlsafe(24),
+        "SECRET_KEY": "bench-" + secrets.token_urlsafe(48),  # DEBUG=0 refuses a key under 50 characters
         "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
         "CHAT_DATA_DIR": str(workdir / "conversations"),
         "HF_BASE_URL": model_url,
@@ -146,6 +146,7 @@ def server_env(workdir: Path, model_url: str, **extra: str) -> dict[str, str]:
         "CHAT_RATE_LIMIT_MESSAGES": "1000000",
         "CHAT_RATE_LIMIT_FRAMES": "1000000",
         "CHAT_MAX_REPLY_TOKENS": "8000",
+        "HF_NEW_ACCOUNT_DAYS": "0",  # its fresh users get the full daily budget
         **extra,
     }
 

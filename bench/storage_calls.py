@@ -27,7 +27,7 @@ CASES = (  # label, conversations of the user, prior messages of the conversatio
 
 def configure(workdir: Path, model_url: str) -> None:
     os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "0", "SECRET_KEY": "bench-" + secrets.token_urlsafe(24),
+        "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "0", "SECRET_KEY": "bench-" + secrets.token_urlsafe(48),
         "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}", "CHAT_DATA_DIR": str(workdir / "conversations"),
         "HF_BASE_URL": model_url, "HF_MODELS": "bench/fake", "HF_TOKEN": "", "AWS_STORAGE_BUCKET_NAME": "",
         "REDIS_URL": "", "CHAT_RATE_LIMIT_MESSAGES": "1000000", "CHAT_RATE_LIMIT_FRAMES": "1000000",

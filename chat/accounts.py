@@ -1,10 +1,14 @@
-"""Accounts: a login that slows down password guessing, and the settings page.
+"""Accounts: throttled login, sign-up and password change, and the settings page.
 
-Login throttle: after `LOGIN_FAILURE_LIMIT` failed logins for one username from one
-client address within `LOGIN_FAILURE_WINDOW` seconds, the form refuses to check any
-password for that pair until the window ends, and says how long to wait (HTTP 429).
-The counters live in Django's cache: Redis when REDIS_URL is set (shared by every
-process), else per process memory. A successful login clears its counter.
+Throttles (counters in Django's cache, chat/throttle.py: Redis when REDIS_URL is set,
+shared by every process, else per process memory), each answering HTTP 429 with how
+long to wait, before any password is checked:
+- login: `LOGIN_FAILURE_LIMIT` failures per identity (the username as login resolves
+  it, so look-alike spellings count together) and client address, and
+  `LOGIN_FAILURE_LIMIT_PER_ADDRESS` per address, within `LOGIN_FAILURE_WINDOW`
+  seconds. A successful login clears its identity's counter;
+- password change: wrong old passwords per user, with the login's limit and window;
+- sign-up: accounts, and "username taken" answers, per client address and `SIGNUP_WINDOW`.
 
 Settings page (`/settings/`): the user's API tokens for non-browser clients (name,
 hint, created, last used), creating one (the raw token is shown once, in the answer
@@ -12,26 +16,25 @@ to the POST, and never stored), revoking one, and today's use of hosted models.
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import time
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.views import LoginView, redirect_to_login
-from django.core.cache import cache
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, UserCreationForm
+from django.contrib.auth.views import LoginView, PasswordChangeView, redirect_to_login
 from django.core.exceptions import ValidationError
 from django.forms.forms import NON_FIELD_ERRORS
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat import quotas
 from chat.models import ApiToken
+from chat.throttle import Throttle, identity, longest_wait
 
 MAX_TOKENS_PER_USER = 20
 
@@ -52,33 +55,29 @@ def client_ip(request: HttpRequest) -> str:
 
 
 class LoginThrottle:
-    """Failed logins of one (username, client address) pair in a fixed window."""
+    """Failed logins per (identity, client address), and per client address alone.
+
+    The identity is the username as login resolves it (NFKC, case folded: see
+    chat/throttle.py `identity`), so look-alike spellings share one counter; the
+    per-address counter stops one address from spraying guesses over many accounts.
+    """
 
     def __init__(self, username: str, ip: str) -> None:
-        digest = hashlib.sha256(f"{username.strip().casefold()}\0{ip}".encode()).hexdigest()
-        self.count_key = f"login-failures:{digest}"
-        self.until_key = f"login-failures-until:{digest}"
+        window = settings.LOGIN_FAILURE_WINDOW
+        self.pair = Throttle("login", f"{identity(username)}\0{ip}", settings.LOGIN_FAILURE_LIMIT, window)
+        self.address = Throttle("login-address", ip, settings.LOGIN_FAILURE_LIMIT_PER_ADDRESS, window)
 
     def wait(self) -> int | None:
         """Seconds to wait before another try is checked, or None."""
-        if cache.get(self.count_key, 0) < settings.LOGIN_FAILURE_LIMIT:
-            return None
-        until = cache.get(self.until_key)
-        if until is None:
-            return None
-        return max(1, math.ceil(until - time.time()))
+        return longest_wait(self.pair, self.address)
 
     def failed(self) -> None:
-        window = settings.LOGIN_FAILURE_WINDOW
-        cache.add(self.until_key, time.time() + window, window)
-        cache.add(self.count_key, 0, window)
-        try:
-            cache.incr(self.count_key)
-        except ValueError:  # expired between add and incr
-            cache.set(self.count_key, 1, window)
+        self.pair.hit()
+        self.address.hit()
 
     def clear(self) -> None:
-        cache.delete_many([self.count_key, self.until_key])
+        """A success forgives this identity's failures, not the address's."""
+        self.pair.clear()
 
 
 def _wait_in_words(seconds: int) -> str:
@@ -123,6 +122,70 @@ class ThrottledLoginView(LoginView):
         if form.has_error(NON_FIELD_ERRORS, "invalid_login"):
             self.throttle.failed()
         return super().form_invalid(form)
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Refuses before checking the old password while the user's throttle says wait."""
+
+    wait: int | None = None
+
+    def clean_old_password(self):
+        if self.wait is not None:
+            raise ValidationError("Too many wrong passwords. Wait %(wait)s and try again.",
+                                  code="throttled", params={"wait": _wait_in_words(self.wait)})
+        return super().clean_old_password()
+
+
+class ThrottledPasswordChangeView(PasswordChangeView):
+    """A stolen session must not become a free password oracle: wrong old passwords
+    count per user, with the login's limit and window."""
+
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form(self, form_class=None):
+        form = super().get_form(form_class)
+        self.throttle = Throttle("password-change", str(self.request.user.pk), settings.LOGIN_FAILURE_LIMIT,
+                                 settings.LOGIN_FAILURE_WINDOW)
+        if self.request.method == "POST":
+            form.wait = self.throttle.wait()
+        return form
+
+    def form_invalid(self, form):
+        if form.has_error("old_password", "throttled"):
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        if form.has_error("old_password", "password_incorrect"):
+            self.throttle.hit()
+        return super().form_invalid(form)
+
+
+# --- Sign-up ----------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Sign-up, throttled per client address: `SIGNUP_LIMIT_PER_ADDRESS` accounts, and
+    `SIGNUP_TAKEN_LIMIT_PER_ADDRESS` answers of "that username is taken" (which is how
+    the form lets anyone learn that a username exists), per `SIGNUP_WINDOW`."""
+    if not settings.SIGNUP_OPEN:
+        return render(request, "registration/signup_closed.html", status=403)
+    ip = client_ip(request)
+    accounts = Throttle("signup", ip, settings.SIGNUP_LIMIT_PER_ADDRESS, settings.SIGNUP_WINDOW)
+    probes = Throttle("signup-taken", ip, settings.SIGNUP_TAKEN_LIMIT_PER_ADDRESS, settings.SIGNUP_WINDOW)
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST":
+        wait = longest_wait(accounts, probes)
+        if wait is not None:
+            refusal = f"Too many sign-ups from your network. Wait {_wait_in_words(wait)} and try again."
+            return render(request, "registration/signup.html", {"form": UserCreationForm(), "refusal": refusal},
+                          status=429)
+        if form.is_valid():
+            user = form.save()
+            accounts.hit()
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("chat:index")
+        if form.has_error("username", "unique"):
+            probes.hit()
+    return render(request, "registration/signup.html", {"form": form})
 
 
 def admin_login(request: HttpRequest) -> HttpResponse:

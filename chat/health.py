@@ -8,9 +8,12 @@
 - `models`: the configured models and whether each can be used, from the settings
   and the local model file; no request is made to a model.
 
-Each check has a time limit and runs concurrently with the others. The report is
-for anyone (no login): it names no host, URL, path, bucket, token or exception text,
-only what is up and what is not; details go to the server log.
+Each check has a time limit and runs concurrently with the others. Anyone (no login)
+gets the bare status, `{"status": "ok"}` or `{"status": "unavailable"}` with 200 or
+503; the checks (which backends and model ids the server uses) only a staff user or
+a monitor that sends `Authorization: Bearer <HEALTHZ_TOKEN>` (`sees_details`). Even
+those name no host, URL, path, bucket, token or exception text; details go to the
+server log.
 """
 from __future__ import annotations
 
@@ -20,20 +23,19 @@ import secrets
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
+from django.utils.crypto import constant_time_compare
 
 from chat.backends import available_models, default_model_id
+from chat.blocking import run_blocking
 from chat.store import S3Store, StorageUnavailable, get_store
 
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT = 5.0  # seconds per check
 
-
-def _blocking(function):
-    return database_sync_to_async(function, thread_sensitive=False)
 
 
 async def _timed(name: str, check) -> dict[str, Any]:
@@ -44,7 +46,7 @@ async def _timed(name: str, check) -> dict[str, Any]:
     except asyncio.TimeoutError:
         logger.warning("health check timed out", extra={"check": name})
         result = {"ok": False, "error": "timed out"}
-    except StorageUnavailable as error:  # its reasons are written to be shown (chat/store.py check())
+    except StorageUnavailable as error:  # its reasons are written to be shown (chat/store/ check())
         logger.warning("health check failed", extra={"check": name, "reason": str(error)})
         result = {"ok": False, "error": str(error)}
     except Exception:
@@ -60,7 +62,7 @@ async def check_database() -> dict[str, Any]:
             cursor.execute("SELECT 1")
             cursor.fetchone()
 
-    await _blocking(select_one)()
+    await run_blocking(select_one)
     return {"ok": True, "engine": connection.vendor}
 
 
@@ -78,7 +80,7 @@ async def check_channel_layer() -> dict[str, Any]:
 
 async def check_storage() -> dict[str, Any]:
     store = get_store()
-    await _blocking(store.check)()
+    await run_blocking(store.check)
     return {"ok": True, "backend": "s3" if isinstance(store, S3Store) else "local"}
 
 
@@ -92,7 +94,7 @@ async def check_models() -> dict[str, Any]:
             "models": [{"id": m.id, "backend": m.backend, "available": m.available} for m in models],
         }
 
-    return await _blocking(describe)()
+    return await run_blocking(describe)
 
 
 CHECKS = {
@@ -109,3 +111,13 @@ async def report() -> tuple[bool, dict[str, Any]]:
     checks = dict(zip(CHECKS, results))
     healthy = all(result["ok"] for result in checks.values())
     return healthy, {"status": "ok" if healthy else "unavailable", "checks": checks}
+
+
+async def sees_details(request) -> bool:
+    """Whether this request may see the checks: the monitoring token, or a staff login."""
+    token = settings.HEALTHZ_TOKEN
+    authorization = request.headers.get("Authorization", "")
+    if token and authorization[:7].lower() == "bearer " and constant_time_compare(authorization[7:].strip(), token):
+        return True
+    user = await request.auser()
+    return user.is_active and user.is_staff

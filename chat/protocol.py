@@ -93,13 +93,17 @@ def _check_field(frame_type: str, name: str, kind: str, value: Any, ref: str | N
             raise ChatError("invalid_message", f"`{name}` in `{frame_type}` must be an id string.", ref=ref)
         return value
     if not isinstance(value, str) or not _is_unicode(value):
-        raise ChatError("invalid_message", f"`{name}` in `{frame_type}` must be a string of valid Unicode.", ref=ref)
+        raise ChatError("invalid_message",
+                        f"`{name}` in `{frame_type}` must be a string of valid Unicode without NUL characters.", ref=ref)
     return value
 
 
 def _is_unicode(text: str) -> bool:
     """False for a lone surrogate, which valid JSON can carry as an escape ("\\ud83d", a
-    string cut in the middle of an emoji) but no store, database or socket can encode."""
+    string cut in the middle of an emoji) but no store, database or socket can encode;
+    and for NUL ("\\u0000"), which PostgreSQL refuses in text and JSON columns."""
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -18,7 +18,8 @@ API (blocking: call it through `chat.blocking.run_blocking` from async code):
   the request back if the body raises (the reply never started: busy, storage down).
 - `usage(user)`: what is used and left today (the hello frame's `usage`).
 
-Settings: HF_DAILY_REQUESTS_PER_USER, HF_DAILY_REQUESTS_SITE (0: no limit).
+Settings: HF_DAILY_REQUESTS_PER_USER, HF_DAILY_REQUESTS_SITE (0: no limit); accounts
+younger than HF_NEW_ACCOUNT_DAYS get HF_DAILY_REQUESTS_NEW_USER at most.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import math
 from collections.abc import AsyncIterator
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 
@@ -67,8 +69,23 @@ def _user_id(user) -> int:
     return user if isinstance(user, int) else user.pk
 
 
-def _limits() -> tuple[int, int]:
-    return max(0, settings.HF_DAILY_REQUESTS_PER_USER), max(0, settings.HF_DAILY_REQUESTS_SITE)
+def _is_new_account(user_id: int) -> bool:
+    days = settings.HF_NEW_ACCOUNT_DAYS
+    if days <= 0:
+        return False
+    joined = get_user_model().objects.filter(pk=user_id).values_list("date_joined", flat=True).first()
+    return joined is not None and joined > _now() - datetime.timedelta(days=days)
+
+
+def _limits(user_id: int) -> tuple[int, int]:
+    """(the user's daily budget, the site's). An account younger than HF_NEW_ACCOUNT_DAYS
+    gets HF_DAILY_REQUESTS_NEW_USER at most: ten fresh accounts must not be able to
+    spend the site's whole day (sign-up is throttled per address too, chat/accounts.py)."""
+    user_limit = max(0, settings.HF_DAILY_REQUESTS_PER_USER)
+    if _is_new_account(user_id):
+        new_limit = max(0, settings.HF_DAILY_REQUESTS_NEW_USER)
+        user_limit = min(user_limit, new_limit) if user_limit and new_limit else (user_limit or new_limit)
+    return user_limit, max(0, settings.HF_DAILY_REQUESTS_SITE)
 
 
 def _take(day: datetime.date, user_id: int | None, limit: int, reserve: int) -> bool:
@@ -112,7 +129,7 @@ def check_and_count(user, model_id: str, purpose: str = "reply") -> None:
     if not is_metered(model_id):
         return
     user_id = _user_id(user)
-    user_limit, site_limit = _limits()
+    user_limit, site_limit = _limits(user_id)
     reserve = 1 if purpose == "title" else 0
     day = today()
     # One transaction: a refusal by the site's budget gives the user's count back.
@@ -160,7 +177,7 @@ async def counted(user, model_id: str, purpose: str = "reply") -> AsyncIterator[
 def usage(user) -> dict:
     """Today's use, as sent in the hello frame's `usage`:
     `{"daily_requests", "used", "remaining", "resets_in"}` (see docs/protocol.md)."""
-    user_limit, site_limit = _limits()
+    user_limit, site_limit = _limits(_user_id(user))
     used, site_used = _used(_user_id(user)), _used(None)
     left = [limit - spent for limit, spent in ((user_limit, used), (site_limit, site_used)) if limit]
     return {

@@ -25,7 +25,7 @@ from chat.replies.task import ReplyTask
 from chat.resume import open_conversation  # noqa: F401 (a request like the others; the joining is resume's)
 from chat.transcript import Message, Transcript
 
-_reply_limiter = SlidingWindowLimiter()
+_reply_limiter = SlidingWindowLimiter("replies")
 
 
 def limits() -> dict:
@@ -109,8 +109,8 @@ def _check_model(model_id: str) -> str:
     return model_id
 
 
-def _check_reply_rate(user) -> None:
-    wait = _reply_limiter.hit(user.pk, settings.CHAT_RATE_LIMIT_MESSAGES, 60.0)
+async def _check_reply_rate(user) -> None:
+    wait = await _reply_limiter.hit(user.pk, settings.CHAT_RATE_LIMIT_MESSAGES, 60.0)
     if wait is not None:
         raise ChatError("rate_limited", f"You are sending messages too fast; try again in {wait:.0f} s.", wait)
 
@@ -124,14 +124,14 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
     _check_content(content)
     if conversation_id is None:
         model = _check_model(model or await run_blocking(default_model_id))
-        _check_reply_rate(user)
+        await _check_reply_rate(user)
         async with quotas.counted(user, model):  # given back if the conversation is not created
             return await _start_new_conversation(user, content, model, origin, ref)
     row = await get_row(user, conversation_id)
     switch_model = model is not None and model != row.model
     if switch_model:
         _check_model(model)
-    _check_reply_rate(user)
+    await _check_reply_rate(user)
 
     def add_user_message(transcript: Transcript) -> Message:
         if switch_model:  # in the same write as the message: a refused (busy) send changes nothing
@@ -186,7 +186,7 @@ async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_u
 async def edit_message(user, conversation_id: str, message_id: str, content: str, *, origin=None, ref=None) -> Turn:
     _check_content(content)
     row = await get_row(user, conversation_id)
-    _check_reply_rate(user)
+    await _check_reply_rate(user)
 
     def add_sibling(transcript: Transcript) -> Message:
         old = transcript.messages.get(message_id)
@@ -202,7 +202,7 @@ async def edit_message(user, conversation_id: str, message_id: str, content: str
 async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Turn:
     """A new reply to the last user message of the active branch; the old reply stays a sibling."""
     row = await get_row(user, conversation_id)
-    _check_reply_rate(user)
+    await _check_reply_rate(user)
 
     def to_last_user_message(transcript: Transcript) -> Message:
         message = transcript.last_user_message()

@@ -1,12 +1,9 @@
-"""HTTP pages: the chat page (server-rendered history), sign-up and exports."""
+"""HTTP pages: the chat page (server-rendered history), exports, shared pages and /healthz (sign-up: chat/accounts.py)."""
 from __future__ import annotations
 
 import json
 
-from django.conf import settings
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -111,18 +108,6 @@ def _storage_down() -> HttpResponse:
     return HttpResponse("Storage is unavailable; try again shortly.", status=503, content_type="text/plain")
 
 
-@require_http_methods(["GET", "POST"])
-def signup(request: HttpRequest) -> HttpResponse:
-    if not settings.SIGNUP_OPEN:
-        return render(request, "registration/signup_closed.html", status=403)
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("chat:index")
-    return render(request, "registration/signup.html", {"form": form})
-
-
 @require_http_methods(["GET", "HEAD"])
 def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
     """A shared snapshot (chat/sharing.py): no login, nothing of the owner but the snapshot."""
@@ -144,10 +129,13 @@ def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 async def healthz(request: HttpRequest) -> HttpResponse:
     """The state of the database, channel layer, storage and models (chat/health.py), for a
-    load balancer or uptime monitor: 200 when all are up, else 503; JSON either way."""
+    load balancer or uptime monitor: 200 when all are up, else 503; JSON either way, the
+    checks themselves only for staff or HEALTHZ_TOKEN."""
     from chat import health
 
     healthy, body = await health.report()
+    if not await health.sees_details(request):
+        body = {"status": body["status"]}  # which backends and models run is not the public's business
     response = JsonResponse(body, status=200 if healthy else 503)
     response["Cache-Control"] = "no-store"
     return response

@@ -1,4 +1,5 @@
-"""Bound what daphne buffers for a WebSocket client that stops reading.
+"""Bound what daphne buffers for a WebSocket client: one that stops reading (`install`),
+and one that sends a message larger than the protocol allows (`limit_incoming`).
 
 ASGI's `send` has no backpressure: daphne hands every frame to Twisted, whose
 transport buffers it in memory until the kernel takes it (daphne#170). A client
@@ -42,3 +43,44 @@ def install(limit: int) -> None:
 
     serverSend.bounded = True
     WebSocketProtocol.serverSend = serverSend
+
+
+def limit_incoming(max_bytes: int) -> None:
+    """Answer a client message over `max_bytes` with the protocol's `too_large` error and
+    keep the socket open, holding none of it (idempotent).
+
+    daphne tells autobahn to fail the connection on a message or frame over 1 MiB
+    (close 1009/1008, no error frame), and buffers everything below that. Here the
+    message is read to its end but only its first `max_bytes` are kept; past them the
+    rest is dropped as it arrives, and the client gets the documented error instead of
+    the message, exactly as the consumer answers a frame over the limit it can see.
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if getattr(WebSocketProtocol.onMessageFrameBegin, "limited", False):
+        return
+    frame_begin, frame_data, message_end = (WebSocketProtocol.onMessageFrameBegin,
+                                            WebSocketProtocol.onMessageFrameData, WebSocketProtocol.onMessageEnd)
+
+    def onMessageFrameBegin(self, length):
+        self.maxMessagePayloadSize = self.maxFramePayloadSize = 0  # enforced below instead, without a close
+        frame_begin(self, length)
+
+    def onMessageFrameData(self, payload):
+        if self.message_data_total_length <= max_bytes:
+            frame_data(self, payload)
+
+    def onMessageEnd(self):
+        if self.message_data_total_length <= max_bytes:
+            return message_end(self)
+        from consumers import protocol
+
+        self.message_data, self.frame_data = [], []
+        logger.debug("frame over the limit refused", extra={"client": self.client_addr,
+                                                            "bytes": self.message_data_total_length})
+        self.serverSend(protocol.encode(protocol.error("too_large", f"Frames are limited to {max_bytes} bytes.")))
+
+    onMessageFrameBegin.limited = True
+    WebSocketProtocol.onMessageFrameBegin = onMessageFrameBegin
+    WebSocketProtocol.onMessageFrameData = onMessageFrameData
+    WebSocketProtocol.onMessageEnd = onMessageEnd

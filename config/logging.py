@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 from typing import Any
 
 # Every attribute a LogRecord has of its own; anything else on a record came from `extra`.
@@ -77,6 +78,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
+# A share link's token is the whole secret (chat/sharing.py): it must not reach a log
+# through a request line, a "Not Found" warning or a field.
+_SHARE_TOKEN = re.compile(r"/s/[A-Za-z0-9_-]{8,}")
+REDACTED_SHARE = "/s/[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with every share link's token replaced."""
+    return _SHARE_TOKEN.sub(REDACTED_SHARE, text) if "/s/" in text else text
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record's message and fields before any formatter sees them (Django's
+    `django.request` warnings carry the request itself as a field)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/s/" in message:
+            record.msg, record.args = redact(message), ()
+        for key, value in extra_fields(record).items():
+            if isinstance(value, str):
+                setattr(record, key, redact(value))
+            elif key == "request" and value is not None:
+                setattr(record, key, redact(str(value)))
+        return True
+
+
+def install_access_log_redaction() -> None:
+    """daphne writes its access log lines to a stream, not through logging: redact the
+    request line it writes (idempotent)."""
+    from daphne.access import AccessLogGenerator
+
+    if getattr(AccessLogGenerator.write_entry, "redacted", False):
+        return
+    write_entry = AccessLogGenerator.write_entry
+
+    def redacted_write_entry(self, host, date, request, *args, **kwargs):
+        return write_entry(self, host, date, redact(request), *args, **kwargs)
+
+    redacted_write_entry.redacted = True
+    AccessLogGenerator.write_entry = redacted_write_entry
+
+
 def logging_config(fmt: str, level: str) -> dict:
     """The LOGGING setting for LOG_FORMAT (`json` or `plain`) and LOG_LEVEL."""
     fmt = (fmt or "plain").strip().lower()
@@ -89,7 +133,13 @@ def logging_config(fmt: str, level: str) -> dict:
             "plain": {"()": "config.logging.KeyValueFormatter"},
             "json": {"()": "config.logging.JsonFormatter"},
         },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": fmt}},
+        "filters": {"redact": {"()": "config.logging.RedactSecrets"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": fmt, "filters": ["redact"]}},
         "root": {"handlers": ["console"], "level": level},
-        "loggers": {"django.channels.server": {"level": "WARNING"}},
+        "loggers": {
+            "django.channels.server": {"level": "WARNING"},
+            # Only our handler: Django's own console handler (DEBUG=1) would print its
+            # records a second time, unformatted and unredacted.
+            "django": {"handlers": [], "level": "INFO", "propagate": True},
+        },
     }

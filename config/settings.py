@@ -55,9 +55,25 @@ if not SECRET_KEY:
     # A development key that changes per process start: sessions do not survive
     # a restart, which is what a developer expects from an unset key.
     SECRET_KEY = "dev-insecure-" + secrets.token_urlsafe(32)
+# The same test as Django's security.W009 (`check --deploy`), but refusing to start: a
+# guessable key lets anyone forge sessions, so a production server must not run with one.
+if not DEBUG and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure")):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is too weak for DEBUG=0: use at least 50 random characters, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(64))'.")
 
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+# Exact origins (scheme://host[:port]) whose pages may open the chat socket. Empty (the
+# default): the origin the handshake was made to (its Host, which must be in
+# ALLOWED_HOSTS, with its scheme) plus the exact entries of CSRF_TRUSTED_ORIGINS (its
+# wildcards never count). See consumers/auth.py and docs/security.md.
+SOCKET_ALLOWED_ORIGINS = _env_list("SOCKET_ALLOWED_ORIGINS", "")
+for _origin in SOCKET_ALLOWED_ORIGINS:
+    _scheme, _, _rest = _origin.partition("://")
+    if _scheme not in ("http", "https") or not _rest or "*" in _rest or "/" in _rest:
+        raise ImproperlyConfigured(
+            f"SOCKET_ALLOWED_ORIGINS takes exact origins like https://chat.example.com:8443, not {_origin!r}.")
 
 # --- HTTPS and browser security (production defaults when DEBUG=0) ----------
 # `python manage.py check --deploy` reports nothing with these defaults. Behind a proxy
@@ -178,6 +194,13 @@ SIGNUP_OPEN = _env_bool("SIGNUP_OPEN", True)
 # Failed logins per username and client IP before the login form asks to wait.
 LOGIN_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW = _env_int("LOGIN_FAILURE_WINDOW", 15 * 60)  # seconds
+# Failed logins from one client address, whatever the username, in the same window.
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = _env_int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", 50)
+# Sign-ups per client address per window, and "username taken" answers (which tell
+# that an account exists) per address per window. 0: no limit.
+SIGNUP_LIMIT_PER_ADDRESS = _env_int("SIGNUP_LIMIT_PER_ADDRESS", 3)
+SIGNUP_TAKEN_LIMIT_PER_ADDRESS = _env_int("SIGNUP_TAKEN_LIMIT_PER_ADDRESS", 20)
+SIGNUP_WINDOW = _env_int("SIGNUP_WINDOW", 24 * 60 * 60)  # seconds
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -268,6 +291,10 @@ CHAT_MAX_REPLY_TOKENS = _env_int("CHAT_MAX_REPLY_TOKENS", 512)
 # to the free allowance of about 1,000 requests a day. 0: no limit.
 HF_DAILY_REQUESTS_PER_USER = _env_int("HF_DAILY_REQUESTS_PER_USER", 100)
 HF_DAILY_REQUESTS_SITE = _env_int("HF_DAILY_REQUESTS_SITE", 1000)
+# Accounts younger than this many days get the smaller of the two budgets, so that one
+# person with many fresh accounts cannot spend the site's day (0 days: no difference).
+HF_DAILY_REQUESTS_NEW_USER = _env_int("HF_DAILY_REQUESTS_NEW_USER", 10)
+HF_NEW_ACCOUNT_DAYS = _env_int("HF_NEW_ACCOUNT_DAYS", 7)
 # How much of a conversation a remote model is sent (the newest turns that fit).
 CHAT_MAX_CONTEXT_CHARS = _env_int("CHAT_MAX_CONTEXT_CHARS", 48000)
 
@@ -298,6 +325,11 @@ CHAT_MAX_SOCKET_BUFFER_BYTES = _env_int("CHAT_MAX_SOCKET_BUFFER_BYTES", 1024 * 1
 CHAT_RATE_LIMIT_FRAMES = _env_int("CHAT_RATE_LIMIT_FRAMES", 60)  # frames per window per user
 CHAT_RATE_LIMIT_WINDOW = _env_float("CHAT_RATE_LIMIT_WINDOW", 10.0)  # seconds
 CHAT_RATE_LIMIT_MESSAGES = _env_int("CHAT_RATE_LIMIT_MESSAGES", 20)  # replies started per minute per user
+
+# --- Health -------------------------------------------------------------------
+# A monitor that sends `Authorization: Bearer <HEALTHZ_TOKEN>` (or a staff login) sees
+# the checks of GET /healthz; anyone else only the bare status. Empty: staff only.
+HEALTHZ_TOKEN = _env("HEALTHZ_TOKEN")
 
 # --- Logs --------------------------------------------------------------------
 # One line per event, with its fields (`extra`) as key=value pairs or as JSON.

@@ -12,7 +12,8 @@ import logging
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import events, protocol, services
+from chat import credentials, events, protocol, services
+from chat.blocking import run_blocking
 from chat.errors import ChatError
 from chat.protocol import Request
 from chat.ratelimit import SlidingWindowLimiter
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 class ChatConsumer(AsyncWebsocketConsumer):
     # Per process and per user, shared by all of a user's sockets in this process.
-    frame_limiter = SlidingWindowLimiter()
+    frame_limiter = SlidingWindowLimiter("frames")
 
     user = None
     feed: ConversationFeed | None = None
@@ -66,7 +67,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # refused at connect (4401) and closing
         ref = request = wait = None
         try:
-            wait = self._frame_wait()  # every frame counts, unreadable ones too
+            wait = await self._frame_wait()  # every frame counts, unreadable ones too
             request = protocol.parse_request(text_data, max_bytes=settings.CHAT_MAX_FRAME_BYTES)
             ref = request.ref
             if wait is not None:
@@ -80,9 +81,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                                         "code": failure.code})
             await self.send_frame(protocol.error(failure.code, failure.message, ref, failure.retry_after))
 
-    def _frame_wait(self) -> float | None:
+    async def _frame_wait(self) -> float | None:
         """Seconds this user must wait before sending frames again, or None."""
-        return self.frame_limiter.hit(self.user.pk, settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW)
+        return await self.frame_limiter.hit(self.user.pk, settings.CHAT_RATE_LIMIT_FRAMES, settings.CHAT_RATE_LIMIT_WINDOW)
 
     async def send_frame(self, frame: dict) -> None:
         await self.send_text(events.encode(frame))
@@ -156,6 +157,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def resume_expired(self, event: dict) -> None:
         await self.feed.expired(event)
+
+    async def credentials_withdrawn(self, event: dict) -> None:
+        """A credential of this user was withdrawn (chat/credentials.py): close if it was this socket's."""
+        if not await run_blocking(credentials.still_valid, self.scope.get("credential"), self.user.pk, event):
+            await self.close(code=credentials.CLOSE_CODE)
 
 
 def _client(scope) -> str | None:

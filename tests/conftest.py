@@ -35,6 +35,7 @@ def chat_settings(settings, tmp_path, fake_model):
     # Hashing a password the production way costs about 0.3 s per user; its strength is not under test.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.CHAT_REPLY_STORE_BACKOFF = 0.01
+    settings.HF_NEW_ACCOUNT_DAYS = 0  # every test user is new; tests/test_security_signup.py tests that budget
     reset_store()
     ChatConsumer.frame_limiter._events.clear()
     services._reply_limiter._events.clear()

@@ -46,6 +46,8 @@ def server_env(tmp_path: Path, model_url: str, **extra: str) -> dict[str, str]:
         "HF_TOKEN": "",
         "AWS_STORAGE_BUCKET_NAME": "",
         "REDIS_URL": "",
+        "SIGNUP_LIMIT_PER_ADDRESS": "0",  # every browser test signs up from 127.0.0.1
+        "HF_NEW_ACCOUNT_DAYS": "0",  # and its fresh users get the full daily budget
         **extra,
     }
 

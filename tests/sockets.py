@@ -101,6 +101,8 @@ class ChatSocket:
 
 async def _communicator(user, origin: bytes | None, headers) -> WebsocketCommunicator:
     all_headers = list(headers)
+    if not any(name.lower() == b"host" for name, _ in all_headers):
+        all_headers.append((b"host", b"localhost"))  # as a browser sends it; the Origin check compares with it
     if origin is not None:
         all_headers.append((b"origin", origin))
     if user is not None:

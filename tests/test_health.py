@@ -1,5 +1,6 @@
 """GET /healthz: the state of the database, channel layer, storage and models, as JSON,
-200 when all are up, 503 otherwise, without a login and without a secret."""
+200 when all are up, 503 otherwise, without a login and without a secret; the checks
+only for staff or a monitor with HEALTHZ_TOKEN, the bare status for everyone else."""
 from __future__ import annotations
 
 import json
@@ -15,8 +16,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SECRETS = ["hf_s3cr3t_t0ken", "hunter2", "/var/secret/path"]
 
 
-def get(client):
-    response = client.get("/healthz")
+MONITOR_TOKEN = "monitor-token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def monitor_token(settings):
+    settings.HEALTHZ_TOKEN = MONITOR_TOKEN
+
+
+def get(client, token: str | None = MONITOR_TOKEN):
+    """The report as a monitor with the token sees it (token=None: as the public does)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = client.get("/healthz", headers=headers)
     assert response["Content-Type"] == "application/json"
     assert response["Cache-Control"] == "no-store"
     body = response.json()
@@ -41,6 +52,31 @@ def test_all_up_is_200_without_a_login(client, settings):
     assert models["test/echo"] == {"id": "test/echo", "backend": "hf", "available": True}
     assert checks["models"]["default"] == "test/echo"
     assert all("ms" in check for check in checks.values())
+
+
+def test_the_public_gets_a_bare_status(client, settings):
+    assert get(client, token=None) == (200, {"status": "ok"})
+    assert get(client, token="a wrong token") == (200, {"status": "ok"})
+    settings.HEALTHZ_TOKEN = ""
+    assert get(client, token="") == (200, {"status": "ok"})  # no token configured: no token opens it
+
+
+def test_a_broken_service_is_still_503_for_the_public(client, monkeypatch):
+    async def broken():
+        raise OSError("connection refused to 10.0.0.5:6379")
+
+    monkeypatch.setitem(health.CHECKS, "channel_layer", broken)
+    assert get(client, token=None) == (503, {"status": "unavailable"})
+
+
+def test_staff_see_the_checks_and_other_users_do_not(client, make_user):
+    user = make_user("alice")
+    client.force_login(user)
+    assert get(client, token=None) == (200, {"status": "ok"})
+    user.is_staff = True
+    user.save()
+    status, body = get(client, token=None)
+    assert status == 200 and set(body["checks"]) == {"database", "channel_layer", "storage", "models"}
 
 
 def test_no_request_is_made_to_a_model(client, fake_model):

@@ -69,6 +69,13 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     assert "SECRET_KEY must be set when DEBUG=0." in result.stderr
 
 
+@pytest.mark.parametrize("key", ["short-but-set", "django-insecure-" + "x1y2z3" * 10, "ab" * 40])
+def test_production_refuses_to_start_with_a_weak_secret_key(tmp_path, key):
+    result = run_django(tmp_path, ["manage.py", "check"], **production(SECRET_KEY=key))
+    assert result.returncode != 0
+    assert "SECRET_KEY is too weak for DEBUG=0" in result.stderr
+
+
 def test_bad_log_format_refuses_to_start(tmp_path):
     result = run_django(tmp_path, ["manage.py", "check"], LOG_FORMAT="xml")
     assert result.returncode != 0 and "LOG_FORMAT must be json or plain" in result.stderr

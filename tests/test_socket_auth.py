@@ -24,7 +24,8 @@ async def test_anonymous_socket_is_closed_with_4401():
 
 async def test_session_cookie_with_own_origin_is_accepted():
     user = await create_user()
-    outcome, socket = await ChatSocket.attempt(user, origin=b"http://localhost:8000")
+    outcome, socket = await ChatSocket.attempt(user, origin=b"http://localhost:8000",
+                                             headers=[(b"host", b"localhost:8000")])
     assert outcome == "hello" and socket.hello["user"] == {"id": user.pk, "username": "alice"}
     await socket.close()
 

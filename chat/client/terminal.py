@@ -27,6 +27,11 @@ from datetime import datetime
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect
 
+try:
+    from chat.client.printable import printable
+except ImportError:  # run as a copied script, with printable.py beside it
+    from printable import printable
+
 DEFAULT_URL = "ws://127.0.0.1:8000/ws/chat/"
 CLOSE_UNAUTHENTICATED = 4401
 EXIT_LOST, EXIT_ERROR, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -195,7 +200,7 @@ def _when(timestamp: str) -> datetime:
 
 def _write(out, text: str) -> None:
     if text:
-        out.write(text)
+        out.write(printable(text))
         out.flush()
 
 
@@ -205,7 +210,7 @@ def print_conversations(client: ChatClient) -> None:
         print("no conversations yet", file=sys.stderr)
     for c in conversations:
         updated = _when(c["updated_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")  # local time
-        print(f"{c['id']}  {updated}  {c['title'] or '(untitled)'}")
+        print(f"{c['id']}  {updated}  {printable(c['title'] or '(untitled)')}")
 
 
 def print_branch(state: dict) -> None:
@@ -213,16 +218,16 @@ def print_branch(state: dict) -> None:
     for message in state["messages"]:
         status = message.get("status")
         label = message["role"] + (f" [{status}]" if status not in (None, "complete") else "")
-        print(f"{label}: {message['content']}")
+        print(f"{label}: {printable(message['content'])}")
     if state.get("generating"):
-        print(f"assistant [writing]: {state['generating']['content']}")
+        print(f"assistant [writing]: {printable(state['generating']['content'])}")
 
 
 def report_end(final: dict) -> int:
     """After a reply: a failure or a stop is told on stderr; returns the exit status."""
     if final["type"] == "reply.failed":
         error = final.get("error", {})
-        print(f"reply failed: {error.get('code')}: {error.get('message')}", file=sys.stderr)
+        print(printable(f"reply failed: {error.get('code')}: {error.get('message')}"), file=sys.stderr)
         return EXIT_ERROR
     if final.get("stopped"):
         print("[stopped]", file=sys.stderr)

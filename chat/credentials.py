@@ -1,0 +1,116 @@
+"""Closing sockets whose credential was withdrawn.
+
+A socket is let in by one credential (consumers/auth.py puts it in the scope as
+`credential`): a session key for a browser, an API token id for other clients. When
+a credential is withdrawn — logout, token revoked or deleted, password changed,
+user deactivated or deleted — a `credentials.withdrawn` event goes to the user's
+channel-layer group `user.<id>` (through Redis when configured, so every process
+hears it). Each socket of that user then checks its own credential with
+`still_valid` and, if it is gone, closes with 4401: the settings page's promise that
+clients are "refused from now on" holds for sockets already open, not only new ones.
+
+The event names the withdrawn session key or token id when it knows it, so that a
+logout closes its socket even before the session row is deleted; other changes (a
+password or `is_active`) carry no name, and every socket of the user re-checks.
+"""
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from django.utils.module_loading import import_string
+
+from chat.events import user_group
+from chat.models import ApiToken, hash_token
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE = "credentials.withdrawn"
+CLOSE_CODE = 4401
+
+Credential = tuple[str, object]  # ("session", key) or ("token", id)
+
+
+def token_for(raw: str) -> ApiToken | None:
+    """The live token a raw bearer key names (its user active), marked as used; or None."""
+    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
+    if token is None or not token.user.is_active:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+def _session_is_users(session_key: str, user) -> bool:
+    """Django's own test (django.contrib.auth.get_user): the session names this user and
+    carries the hash of the user's current password."""
+    store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key)
+    if not store.exists(session_key):
+        return False
+    data = store.load()
+    return str(data.get(SESSION_KEY)) == str(user.pk) and constant_time_compare(
+        data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash())
+
+
+def still_valid(credential: Credential | None, user_id: int, event: dict | None = None) -> bool:
+    """Whether the credential that let a socket in would still let it in now. Blocking."""
+    if credential is None:
+        return False
+    kind, value = credential
+    if event is not None and event.get(kind) == value:
+        return False  # the event names this very credential
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None or not user.is_active:
+        return False
+    if kind == "token":
+        return ApiToken.objects.filter(pk=value, user_id=user_id).exists()
+    if kind == "session":
+        return _session_is_users(str(value), user)
+    return False
+
+
+def announce(user_id: int, **withdrawn) -> None:
+    """Tell every socket of the user, once the withdrawal is committed, to check its credential."""
+    event = {"type": EVENT_TYPE, **withdrawn}
+
+    def send() -> None:
+        try:
+            async_to_sync(get_channel_layer().group_send)(user_group(user_id), event)
+        except Exception:  # the withdrawal itself has happened; new sockets are refused anyway
+            logger.warning("could not tell sockets of a withdrawn credential", exc_info=True,
+                           extra={"user": user_id, "withdrawn": sorted(withdrawn)})
+
+    transaction.on_commit(send)
+
+
+@receiver(user_logged_out, dispatch_uid="chat.credentials.logged_out")
+def _logged_out(sender, request, user, **kwargs) -> None:
+    if user is not None:
+        announce(user.pk, session=getattr(request.session, "session_key", None))
+
+
+@receiver(post_delete, sender=ApiToken, dispatch_uid="chat.credentials.token_deleted")
+def _token_deleted(sender, instance: ApiToken, **kwargs) -> None:
+    announce(instance.user_id, token=instance.pk)
+
+
+def _user_saved(sender, instance, created: bool, update_fields=None, **kwargs) -> None:
+    if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
+        return  # a login only stamps last_login: nothing was withdrawn
+    announce(instance.pk)
+
+
+def _user_deleted(sender, instance, **kwargs) -> None:
+    announce(instance.pk)
+
+
+post_save.connect(_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="chat.credentials.user_saved")
+post_delete.connect(_user_deleted, sender=settings.AUTH_USER_MODEL, dispatch_uid="chat.credentials.user_deleted")

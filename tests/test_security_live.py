@@ -1,0 +1,96 @@
+"""Issue 16 against a real daphne: oversized frames get `too_large` (item 11), share tokens
+stay out of the access log and warnings (item 11), and the Origin check sees the real Host
+header (item 4)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+import websockets
+
+from tests.live_server import LiveServer, server_env
+from tests.ws_client import LiveSocket
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, fake_model):
+    tmp = tmp_path_factory.mktemp("security-live")
+    server = LiveServer(server_env(tmp, fake_model.url), log_path=tmp / "daphne.log")
+    server.manage("migrate", "--noinput")
+    token = server.create_token("alice")
+    server.start()
+    yield server, token
+    server.stop()
+
+
+async def expect_too_large(socket: LiveSocket) -> None:
+    frame = await socket.next_frame()
+    assert frame["type"] == "error" and frame["code"] == "too_large", frame
+    assert "65536 bytes" in frame["message"]
+
+
+async def still_open(socket: LiveSocket) -> None:
+    ref = await socket.send("ping")
+    assert await socket.receive("pong") == {"type": "pong", "ref": ref}
+
+
+async def test_frames_over_a_mebibyte_get_too_large_and_the_socket_stays_open(live):
+    server, token = live
+    socket = await LiveSocket.connect(server.ws_url, token)
+    await socket.connection.send(json.dumps({"type": "message.send", "conversation": None, "content": "x" * (2 * MIB)}))
+    await expect_too_large(socket)
+    await socket.connection.send(["y" * (MIB // 2)] * 4)  # one message in four fragments
+    await expect_too_large(socket)
+    await socket.connection.send(b"\0" * (3 * MIB))
+    await expect_too_large(socket)
+    await socket.connection.send("z" * 70000)  # over the frame limit, under daphne's: the consumer's own answer
+    await expect_too_large(socket)
+    await still_open(socket)
+    await socket.close()
+
+
+async def test_share_tokens_stay_out_of_the_access_log_and_warnings(live):
+    server, token = live
+    socket = await LiveSocket.connect(server.ws_url, token)
+    await socket.send("message.send", conversation=None, content="something to share")
+    conversation_id = (await socket.receive("conversation.created"))["conversation"]["id"]
+    await socket.follow_reply()
+    await socket.send("conversation.share", conversation=conversation_id)
+    path = (await socket.receive("conversation.shared"))["url"]
+    shared_token = path.strip("/").split("/")[-1]
+    with urllib.request.urlopen(server.url + path) as response:
+        assert response.status == 200
+    unknown = "Z" * 43
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{server.url}/s/{unknown}/")
+    assert missing.value.code == 404
+    await socket.close()
+    log = await log_when(server, lambda log: len(re.findall(r'"GET /s/', log)) >= 2)
+    assert shared_token not in log and unknown not in log
+    assert 'GET /s/[redacted]/' in log and "Not Found: /s/[redacted]/" in log, log[-2000:]
+
+
+async def log_when(server: LiveServer, ready, timeout: float = 10) -> str:
+    """The server's log once `ready(log)` holds (daphne writes an access line after the response)."""
+    async with asyncio.timeout(timeout):
+        while not ready(log := server.log()):
+            await asyncio.sleep(0.05)
+    return log
+
+
+async def test_origin_of_another_port_is_refused_by_the_real_server(live):
+    server, token = live
+    headers = {"Authorization": f"Bearer {token}"}
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(server.ws_url, origin=f"http://{server.host}:{server.port + 1}",
+                                 additional_headers=headers)
+    assert refused.value.response.status_code == 403
+    own = await websockets.connect(server.ws_url, origin=server.url, additional_headers=headers)
+    assert json.loads(await own.recv())["type"] == "hello"
+    await own.close()
