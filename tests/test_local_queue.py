@@ -221,8 +221,11 @@ async def test_a_stopped_reply_has_no_finish_reason_and_frees_the_model(scripted
 
 
 async def test_one_reply_over_the_cap_fails_busy_before_anything_runs(scripted):
-    held = [scripted.stream("local", ask(f"mine {i}"), max_tokens=8, user=7) for i in range(3)]
+    places = [Positions() for _ in range(3)]
+    held = [scripted.stream("local", ask(f"mine {i}"), max_tokens=8, user=7, on_wait=places[i]) for i in range(3)]
     firsts = [asyncio.ensure_future(anext(s)) for s in held]
+    for i, place in enumerate(places):
+        await place.reach(i)  # all three are in line
     positions = Positions()
     fourth = scripted.stream("local", ask("one more"), max_tokens=8, user=7, on_wait=positions)
     with pytest.raises(ModelError) as caught:
