@@ -11,6 +11,7 @@ per request (as before issue 14) and with the backend's shared pool (now).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import subprocess
@@ -105,6 +106,7 @@ async def measure(url: str) -> list[dict]:
 
 def main() -> None:
     django_setup()
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per request otherwise
     server, url = start_fake_server()
     try:
         rows = asyncio.run(measure(url))
