@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=len(PROMPTS))
     parser.add_argument("--only", choices=["before", "now"], help="run one configuration")
     parser.add_argument("--show", action="store_true", help="print every reply's start and title")
+    parser.add_argument("--repeat-penalty", type=float, help="try another penalty in place of the app's")
+    parser.add_argument("--window", type=int, help="try another penalty window in place of the app's")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
@@ -139,6 +141,10 @@ def main() -> None:
 
     path = local_model_path()
     now = LocalBackend()
+    if args.repeat_penalty is not None:
+        now.repeat_penalty = args.repeat_penalty
+    if args.window is not None:
+        now.penalty_window = args.window
     configs = {"before": ("before: llama-cpp-python defaults", BEFORE_WINDOW, BEFORE),
                "now": ("now: LocalBackend.sampling()", now.penalty_window, now.sampling())}
     prompts = PROMPTS[: args.prompts]
