@@ -75,8 +75,8 @@ class LocalBackend:
 
     temperature = 0.2
     top_p = 0.9
-    repeat_penalty = 1.0
-    penalty_window = 64  # tokens looked back at by the repetition penalty
+    repeat_penalty = 1.3
+    penalty_window = 128  # tokens looked back at by the repetition penalty: a few sentences
 
     def __init__(self) -> None:
         self._llm: Any = None
