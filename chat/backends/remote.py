@@ -151,6 +151,10 @@ class HFBackend:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None or pool.is_closed:
+            # A pool's connections refer to their loop, so a closed loop (a finished test,
+            # asyncio.run() ended) stays a key until dropped here.
+            for old in [old for old in self._pools if old.is_closed()]:
+                del self._pools[old]
             pool = self._pools[loop] = new_connection_pool()
         return pool
 
