@@ -107,7 +107,7 @@ async def test_hf_reply_with_exact_text_and_length_limit(hf, server):
 async def test_hf_finished_reply_says_stop_and_a_stopped_one_says_nothing(hf, server):
     stream = hf.stream(MODEL, ask("#tokens=3"), max_tokens=16)
     assert stream.finish_reason is None
-    pieces, error = await collect(stream)
+    _, error = await collect(stream)
     assert error is None and stream.finish_reason == "stop"
 
     stream = hf.stream(MODEL, ask("#tokens=50 #delay=0.01"), max_tokens=64)

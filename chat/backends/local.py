@@ -20,7 +20,15 @@ from typing import Any
 
 from django.conf import settings
 
-from chat.backends.base import Messages, ModelError, ModelStream, Purpose, WaitCallback, clean_messages, finish_reason
+from chat.backends.base import (
+    Messages,
+    ModelError,
+    ModelStream,
+    Purpose,
+    WaitCallback,
+    clean_messages,
+    finish_reason,
+)
 from chat.backends.local_queue import FairQueue, Ticket
 
 logger = logging.getLogger(__name__)

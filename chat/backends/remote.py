@@ -185,7 +185,9 @@ class HFBackend:
         if settings.HF_BASE_URL or settings.HF_PROVIDER in ("", None, "auto"):
             return
         try:
-            from huggingface_hub.inference._providers._common import _fetch_inference_provider_mapping
+            from huggingface_hub.inference._providers._common import (
+                _fetch_inference_provider_mapping,
+            )
         except ImportError:  # moved in another version: let chat_completion do it
             return
         with contextlib.suppress(Exception):  # chat_completion() reports the failure
