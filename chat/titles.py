@@ -34,7 +34,7 @@ _PREAMBLE = re.compile(  # "Sure! Here's a 5-word title for this conversation: .
 )
 _CHATTER_LINE = re.compile(  # a lead-in line with the title on the next line
     r"^(?:sure|certainly|okay|ok|of course|absolutely|here|how about|i suggest|i'd suggest"
-    r"|suggested|a possible|possible|a good|a descriptive)\b.*\btitles?\b[^:]*:?$",
+    r"|suggested|a possible|possible|a good|a descriptive)\b.*\b(?:titles?|descriptions?)\b[^:]*:?$",
     re.I,
 )
 _WORD_COUNT_NOTE = re.compile(  # "Pasta Tips (5 words)"

@@ -92,6 +92,7 @@ def test_max_chars_cuts_at_a_word_boundary():
         "Unfortunately I am unable to do that",
         TITLE_PROMPT,
         "Descriptive 5-word title with no emojis",
+        "Here's a 3-word description of the conversation",  # SmolLM2, bench/repetition.py
         None,
     ],
 )
