@@ -31,13 +31,14 @@ def load_direct():
     import llama_cpp
     from django.conf import settings
 
-    from chat.backends import local_model_path
+    from chat.backends import LocalBackend, local_model_path
 
     path = local_model_path()
     if path is None or not path.is_file():
         raise RuntimeError(f"the local model file cannot be found ({path})")
     return llama_cpp.Llama(model_path=str(path), n_ctx=settings.LOCAL_MODEL_CONTEXT,
-                           n_threads=settings.LOCAL_MODEL_THREADS or None, verbose=False), path
+                           n_threads=settings.LOCAL_MODEL_THREADS or None,
+                           last_n_tokens_size=LocalBackend.penalty_window, verbose=False), path
 
 
 def count_tokens(llm, text: str) -> int:
@@ -56,7 +57,10 @@ def direct_run(llm) -> dict:
     messages = [{"role": "user", "content": PROMPT}]
     pieces = []
     started = time.time()
-    for chunk in llm.create_chat_completion(messages, stream=True, max_tokens=MAX_TOKENS):
+    from chat.backends import LocalBackend
+
+    sampling = LocalBackend().sampling()  # the app's, so both sides write alike
+    for chunk in llm.create_chat_completion(messages, stream=True, max_tokens=MAX_TOKENS, **sampling):
         for choice in chunk.get("choices", []):
             text = choice.get("delta", {}).get("content")
             if text:
@@ -120,8 +124,9 @@ def run(mode: str, workdir: Path) -> dict:
         "Through the app: one socket sends the prompt to a conversation on the local model; first token = "
         "message.send → first reply.delta. Direct: create_chat_completion(stream=True) in this process; first "
         "token = the call → first chunk.",
-        "Both use llama-cpp-python's default thread count (LOCAL_MODEL_THREADS unset) and sampling defaults, "
-        "so the replies differ in text; the rates are per token of whatever was written.",
+        "Both use llama-cpp-python's default thread count (LOCAL_MODEL_THREADS unset) and the app's sampling "
+        "(LocalBackend.sampling()), with random seeds, so the replies differ in text; the rates are per token "
+        "of whatever was written.",
         "The app needs two busy threads (the model's worker and the event loop relaying its tokens), the direct "
         "call one: when other processes take a core of this 2-core machine, the app side loses more (see the "
         "section header's CPU split).",

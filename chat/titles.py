@@ -10,10 +10,15 @@ from __future__ import annotations
 import re
 import unicodedata
 
-TITLE_PROMPT = "Give this conversation a descriptive, 5-word title with no emojis"
+TITLE_PROMPT = "Give this conversation a descriptive title of 3 to 5 words. Answer with the title only."
+TITLE_SYSTEM = "You name conversations. You answer with a short title and nothing else."
+"""Issue 15: with the reply's whole text and no system message, SmolLM2-135M went on
+writing the reply instead of a title; a short excerpt and a role keep it on the task."""
 MAX_CONTEXT_CHARS = 3000
-"""Per message sent with the title request: the start says what the chat is about,
-and a long reply must not make the title request slow or overflow a small context."""
+"""Of the user's message sent with the title request: the start says what the chat is
+about, and a long message must not make the title request slow or overflow a small context."""
+MAX_REPLY_CHARS = 600
+"""Of the reply: enough to know its subject when the question was vague ("hi")."""
 FALLBACK_WORDS = 6
 LAST_RESORT = "New chat"
 
@@ -29,7 +34,7 @@ _PREAMBLE = re.compile(  # "Sure! Here's a 5-word title for this conversation: .
 )
 _CHATTER_LINE = re.compile(  # a lead-in line with the title on the next line
     r"^(?:sure|certainly|okay|ok|of course|absolutely|here|how about|i suggest|i'd suggest"
-    r"|suggested|a possible|possible|a good|a descriptive)\b.*\btitles?\b[^:]*:?$",
+    r"|suggested|a possible|possible|a good|a descriptive)\b.*\b(?:titles?|descriptions?)\b[^:]*:?$",
     re.I,
 )
 _WORD_COUNT_NOTE = re.compile(  # "Pasta Tips (5 words)"
@@ -40,7 +45,7 @@ _REFUSAL = re.compile(
     r"|i am unable|i'?m not able|i am not able|i won'?t|as an ai|unfortunately)\b",
     re.I,
 )
-_PROMPT_WORDS = set(re.findall(r"\w+", TITLE_PROMPT.lower())) | {"words", "emoji", "descriptive"}
+_PROMPT_WORDS = set(re.findall(r"\w+", TITLE_PROMPT.lower())) | {"words", "emoji", "emojis", "descriptive", "5-word"}
 _DOUBLE_QUOTES = "\"\u201c\u201d\u201e\u00ab\u00bb\u2039\u203a"
 _QUOTES = _DOUBLE_QUOTES + "'\u2018\u2019`"
 _DROP_SYMBOLS = set("|<>^~=\\{}[]")
@@ -50,10 +55,12 @@ _DROP_CATEGORIES = {"So", "Sk", "Cf", "Co", "Cs", "Cc", "Me"}
 
 
 def title_request_messages(user_text: str, reply_text: str) -> list[dict]:
-    """Messages for the title request: the first exchange, then TITLE_PROMPT."""
+    """Messages for the title request: a role, the first exchange (the reply cut
+    short), then TITLE_PROMPT."""
     return [
+        {"role": "system", "content": TITLE_SYSTEM},
         {"role": "user", "content": _truncate(user_text)},
-        {"role": "assistant", "content": _truncate(reply_text)},
+        {"role": "assistant", "content": _truncate(reply_text, MAX_REPLY_CHARS)},
         {"role": "user", "content": TITLE_PROMPT},
     ]
 
@@ -72,9 +79,9 @@ def clean_title(raw: str, fallback_text: str, max_words: int = 8, max_chars: int
     return fallback if _has_words(fallback) else LAST_RESORT
 
 
-def _truncate(text: str) -> str:
+def _truncate(text: str, limit: int = MAX_CONTEXT_CHARS) -> str:
     text = text or ""
-    return text if len(text) <= MAX_CONTEXT_CHARS else text[:MAX_CONTEXT_CHARS].rstrip() + " …"
+    return text if len(text) <= limit else text[:limit].rstrip() + " …"
 
 
 def _fallback_text(text: str) -> str:

@@ -285,6 +285,9 @@ HF_TIMEOUT = _env_float("HF_TIMEOUT", 60.0)
 LOCAL_MODEL_PATH = _env("LOCAL_MODEL_PATH")
 LOCAL_MODEL_THREADS = _env_int("LOCAL_MODEL_THREADS", 0)  # 0: let llama.cpp choose
 LOCAL_MODEL_CONTEXT = _env_int("LOCAL_MODEL_CONTEXT", 2048)
+# Replies one user may have waiting for (or running on) the local model; one more is
+# refused with a `busy` error (issue 16). 0: no cap.
+LOCAL_MODEL_MAX_QUEUED_REPLIES = _env_int("LOCAL_MODEL_MAX_QUEUED_REPLIES", 3)
 CHAT_MAX_REPLY_TOKENS = _env_int("CHAT_MAX_REPLY_TOKENS", 512)
 # Daily budgets of requests to Hugging Face models (replies and titles; the local model
 # is free), per user and for the whole site, counted in the database per UTC day. Sized

@@ -35,8 +35,10 @@ descriptive") ignores directives and answers `Title: "<first 3 words of the firs
 user message> chat"`.
 
 Every request is recorded (`.requests` for the bodies, `.log` for the details,
-including how a stream ended), so tests can assert what the model saw and whether
-the client hung up.
+including how a stream ended and the client's address), so tests can assert what the
+model saw, whether the client hung up and whether it reused a connection. A client can
+read a whole reply before the server has recorded how it ended: wait for
+`settled(count)` before asserting on outcomes.
 
 In-process use (a background thread with its own event loop)::
 
@@ -76,6 +78,7 @@ class RequestRecord:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    peer: tuple[str, int] | None = None  # the client's address: the same for requests on one kept-alive connection
     tokens_sent: int = 0
     # "pending", "completed", "error_status", "cut", "aborted", "failed", "hang", "disconnected"
     outcome: str = "pending"
@@ -238,6 +241,7 @@ class FakeModelServer:
         self.models = models or ["fake/echo"]
         self.log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
+        self._arrived = threading.Condition(self._log_lock)
         self._flaky_seen: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -254,6 +258,20 @@ class FakeModelServer:
         """The JSON bodies received so far (a copy)."""
         with self._log_lock:
             return [record.body for record in self.log]
+
+    def settled(self, count: int, timeout: float = 10.0) -> list[RequestRecord]:
+        """The log once `count` requests have arrived and each has finished its answer
+        (a client may have read the whole reply before the server records its outcome).
+        Blocking: call it through asyncio.to_thread from async code."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.log) >= count, timeout):
+                raise AssertionError(f"expected {count} requests, the server received {len(self.log)}")
+            records = list(self.log)
+        for record in records:
+            if not record.finished.wait(max(0.0, deadline - time.monotonic())):
+                raise AssertionError(f"request {record.body.get('messages')!r} still {record.outcome!r} after {timeout}s")
+        return records
 
     def clear(self) -> None:
         with self._log_lock:
@@ -338,9 +356,11 @@ class FakeModelServer:
             body = await request.json()
         except ValueError:
             return _error(400, "The request body is not JSON.")
-        record = RequestRecord(path=request.path, body=body, headers=dict(request.headers))
-        with self._log_lock:
+        record = RequestRecord(path=request.path, body=body, headers=dict(request.headers),
+                               peer=request.transport.get_extra_info("peername") if request.transport else None)
+        with self._arrived:
             self.log.append(record)
+            self._arrived.notify_all()
         try:
             return await self._answer(request, body, record)
         except (ConnectionError, asyncio.CancelledError):

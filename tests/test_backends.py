@@ -36,14 +36,16 @@ def server(fake_server):
 
 
 @pytest.fixture
-def hf(settings, server):
+async def hf(settings, server):
     """Point the HF backend at the fake server; retries short so tests stay quick."""
     settings.HF_BASE_URL = server.url
     settings.HF_TOKEN = "dummy-token"
     settings.HF_PROVIDER = ""
     settings.HF_MODELS = [MODEL, "org/other"]
     settings.HF_TIMEOUT = 10.0
-    return HFBackend(retry_budget=2.0, first_backoff=0.05)
+    backend = HFBackend(retry_budget=2.0, first_backoff=0.05)
+    yield backend
+    await backend.aclose()
 
 
 def ask(text: str, system: str | None = None) -> list[dict[str, str]]:
@@ -96,8 +98,54 @@ async def test_hf_reply_with_exact_text_and_length_limit(hf, server):
     assert error is None and "".join(pieces) == payload
 
     # A reply cut by max_tokens has finish_reason "length": finished, not failed.
-    pieces, error = await collect(hf.stream(MODEL, ask("#tokens=10"), max_tokens=3))
+    stream = hf.stream(MODEL, ask("#tokens=10"), max_tokens=3)
+    pieces, error = await collect(stream)
     assert error is None and "".join(pieces) == "w0 w1 w2"
+    assert stream.finish_reason == "length"
+
+
+async def test_hf_finished_reply_says_stop_and_a_stopped_one_says_nothing(hf, server):
+    stream = hf.stream(MODEL, ask("#tokens=3"), max_tokens=16)
+    assert stream.finish_reason is None
+    _, error = await collect(stream)
+    assert error is None and stream.finish_reason == "stop"
+
+    stream = hf.stream(MODEL, ask("#tokens=50 #delay=0.01"), max_tokens=64)
+    await anext(stream)
+    await stream.aclose()
+    assert stream.finish_reason is None
+
+
+async def test_hf_replies_and_titles_share_one_kept_alive_connection(hf, server):
+    await collect(hf.stream(MODEL, ask("first #tokens=3"), max_tokens=8))
+    await backends.complete(MODEL, ask("Give this conversation a descriptive title"), max_tokens=8)
+    await collect(hf.stream(MODEL, ask("third #tokens=3"), max_tokens=8))
+    records = await asyncio.to_thread(server.settled, 3)
+    # backends.complete() uses the process's backend, not this test's: compare replies.
+    assert records[0].peer == records[2].peer
+    assert hf.connection_pool() is hf.connection_pool()
+
+
+@pytest.mark.parametrize("directive", ["#abort=2", "#cut=2"])
+async def test_hf_broken_connection_is_not_reused(hf, server, directive):
+    await collect(hf.stream(MODEL, ask("before #tokens=2"), max_tokens=8))
+    _, error = await collect(hf.stream(MODEL, ask(f"#tokens=6 {directive}"), max_tokens=16))
+    assert error is not None and error.message == CUT_MESSAGE
+    pieces, error = await collect(hf.stream(MODEL, ask("after #tokens=2"), max_tokens=8))
+    assert error is None and pieces == ["w0", " w1"]
+    before, broken, after = await asyncio.to_thread(server.settled, 3)
+    assert broken.peer == before.peer  # the pool reused the first connection...
+    assert after.peer != broken.peer  # ...but not the broken one
+
+
+async def test_hf_stopped_stream_closes_its_connection_and_the_next_reply_works(hf, server):
+    stream = hf.stream(MODEL, ask("#tokens=500 #delay=0.02"), max_tokens=1000)
+    await anext(stream)
+    await stream.aclose()
+    pieces, error = await collect(hf.stream(MODEL, ask("next #tokens=2"), max_tokens=8))
+    assert error is None and pieces == ["w0", " w1"]
+    stopped, after = await asyncio.to_thread(server.settled, 2)
+    assert stopped.outcome == "disconnected" and after.peer != stopped.peer
 
 
 @pytest.mark.parametrize(
@@ -138,7 +186,8 @@ async def test_hf_server_errors_are_retried_then_fail(hf, server, status):
 async def test_hf_retry_recovers_from_a_passing_503(hf, server):
     pieces, error = await collect(hf.stream(MODEL, ask("warming up #flaky=2"), max_tokens=16))
     assert error is None and "".join(pieces) == "Echo: warming up"
-    assert [r.outcome for r in server.log] == ["error_status", "error_status", "completed"]
+    records = await asyncio.to_thread(server.settled, 3)
+    assert [r.outcome for r in records] == ["error_status", "error_status", "completed"]
 
 
 @pytest.mark.parametrize(("directive", "outcome"), [("#cut=2", "cut"), ("#abort=2", "aborted")])
@@ -146,7 +195,8 @@ async def test_hf_stream_cut_mid_reply_fails_after_first_pieces(hf, server, dire
     pieces, error = await collect(hf.stream(MODEL, ask(f"#tokens=6 {directive}"), max_tokens=16))
     assert pieces == ["w0", " w1"]
     assert error is not None and error.code == "model_failed" and error.message == CUT_MESSAGE
-    assert [r.outcome for r in server.log] == [outcome]  # never retried once tokens were sent
+    records = await asyncio.to_thread(server.settled, 1)
+    assert [r.outcome for r in records] == [outcome] == [r.outcome for r in server.log]  # never retried
 
 
 async def test_hf_error_event_mid_stream_fails(hf, server):
@@ -267,11 +317,25 @@ def local(settings):
 
 
 async def wait_idle(backend: LocalBackend) -> None:
-    for _ in range(2000):
-        if backend.queue_length() == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the local model never became idle")
+    assert await asyncio.to_thread(backend.line.wait_until_empty, 120), "the local model never became idle"
+
+
+class Positions:
+    """What `on_wait` told a stream, with a wait for a given number."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, ahead: int) -> None:
+        self.seen.append(ahead)
+        self._changed.set()
+
+    async def reach(self, ahead: int, timeout: float = 60) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.seen or self.seen[-1] != ahead:
+                self._changed.clear()
+                await self._changed.wait()
 
 
 STORY = ask("Write a long story about a dragon who learns to bake bread.", system="You are a storyteller.")
@@ -282,10 +346,20 @@ async def test_local_model_replies():
     import llama_cpp  # noqa: F401  (the test must fail without it)
 
     backend = backends.get_backend(LOCAL_MODEL_ID)
-    pieces, error = await collect(backend.stream(LOCAL_MODEL_ID, ask("Say hello."), max_tokens=16))
+    stream = backend.stream(LOCAL_MODEL_ID, ask("Say hello."), max_tokens=16)
+    pieces, error = await collect(stream)
     assert error is None
     assert "".join(pieces).strip()
     assert 0 < len(pieces) <= 16
+    assert stream.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+async def test_local_reply_cut_by_the_token_limit_says_length(local):
+    stream = local.stream(LOCAL_MODEL_ID, STORY, max_tokens=8)
+    pieces, error = await collect(stream)
+    assert error is None and len(pieces) == 8
+    assert stream.finish_reason == "length"
 
 
 @pytest.mark.slow
@@ -298,6 +372,7 @@ async def test_local_stop_stops_generation_and_releases_the_model(local):
     await wait_idle(local)
     produced = local.tokens_generated - before
     assert all(isinstance(p, str) for p in first)
+    assert stream.finish_reason is None
 
     # The same prompt runs on for 64 tokens when nobody stops it...
     pieces, error = await collect(local.stream(LOCAL_MODEL_ID, STORY, max_tokens=64))
@@ -308,24 +383,27 @@ async def test_local_stop_stops_generation_and_releases_the_model(local):
 
 
 @pytest.mark.slow
-async def test_local_generations_take_turns(local):
+async def test_local_another_users_reply_starts_after_the_one_in_progress(local):
+    """Issue 15: one user queues long replies; another user's first token comes right
+    after the reply in progress, before the first user's next one."""
     await wait_idle(local)
-    first = local.stream(LOCAL_MODEL_ID, STORY, max_tokens=200)
-    second = local.stream(LOCAL_MODEL_ID, ask("Say hello."), max_tokens=8)
-    await anext(first)
-    waiting = asyncio.ensure_future(anext(second))
-    for _ in range(100):  # let the second generation get in line
-        if local.queue_length() == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert local.queue_length() == 2
-    assert not waiting.done()
+    started: list[str] = []
+    greedy = [local.stream(LOCAL_MODEL_ID, STORY, max_tokens=24, user="greedy") for _ in range(3)]
+    positions = Positions()
+    other = local.stream(LOCAL_MODEL_ID, ask("Say hello."), max_tokens=8, user="other", on_wait=positions)
 
-    await first.aclose()
-    piece = await asyncio.wait_for(waiting, 60)
-    rest, error = await collect(second)
-    assert error is None and (piece + "".join(rest)).strip()
-    await wait_idle(local)
+    async def read(name: str, stream) -> None:
+        async for _ in stream:
+            if name not in started:
+                started.append(name)
+
+    # They join the line in this order: greedy0 (runs at once), greedy1, greedy2, other.
+    tasks = [asyncio.create_task(read(f"greedy{i}", s)) for i, s in enumerate(greedy)]
+    tasks.append(asyncio.create_task(read("other", other)))
+    async with asyncio.timeout(120):
+        await asyncio.gather(*tasks)
+    assert started == ["greedy0", "other", "greedy1", "greedy2"]
+    assert positions.seen == [1, 0]
 
 
 @pytest.mark.slow
@@ -333,12 +411,10 @@ async def test_local_waiting_generation_can_be_cancelled(local):
     await wait_idle(local)
     first = local.stream(LOCAL_MODEL_ID, STORY, max_tokens=200)
     await anext(first)
-    second = local.stream(LOCAL_MODEL_ID, ask("Say hello."), max_tokens=8)
+    positions = Positions()
+    second = local.stream(LOCAL_MODEL_ID, ask("Say hello."), max_tokens=8, on_wait=positions)
     waiting = asyncio.ensure_future(anext(second))
-    for _ in range(100):
-        if local.queue_length() == 2:
-            break
-        await asyncio.sleep(0.01)
+    await positions.reach(1)
     waiting.cancel()  # the user pressed Stop while queued
     with contextlib.suppress(asyncio.CancelledError):
         await waiting

@@ -2,30 +2,42 @@
 
 import pytest
 
-from chat.titles import LAST_RESORT, MAX_CONTEXT_CHARS, TITLE_PROMPT, clean_title, title_request_messages
+from chat.titles import (
+    LAST_RESORT,
+    MAX_CONTEXT_CHARS,
+    MAX_REPLY_CHARS,
+    TITLE_PROMPT,
+    TITLE_SYSTEM,
+    clean_title,
+    title_request_messages,
+)
+from tests.fake_model_server import TITLE_PREFIX
 
 USER = "How do I cook pasta at home without a pot? Please help me"
 FALLBACK = "How do I cook pasta at"
 
 
-def test_prompt_text():
-    assert TITLE_PROMPT == "Give this conversation a descriptive, 5-word title with no emojis"
+def test_prompt_asks_for_a_short_title_only():
+    assert TITLE_PROMPT.startswith(TITLE_PREFIX)  # the scripted model recognises it
+    assert "title only" in TITLE_PROMPT
 
 
 def test_title_request_messages():
     messages = title_request_messages("hi there", "Hello! How can I help?")
     assert messages == [
+        {"role": "system", "content": TITLE_SYSTEM},
         {"role": "user", "content": "hi there"},
         {"role": "assistant", "content": "Hello! How can I help?"},
         {"role": "user", "content": TITLE_PROMPT},
     ]
 
 
-def test_title_request_truncates_long_texts():
+def test_title_request_truncates_long_texts_and_keeps_only_the_start_of_the_reply():
     messages = title_request_messages("u" * 50_000, "a" * 50_000)
-    assert messages[0]["content"].startswith("uuu")
-    assert all(len(m["content"]) <= MAX_CONTEXT_CHARS + 10 for m in messages)
-    assert messages[2]["content"] == TITLE_PROMPT
+    assert messages[1]["content"].startswith("uuu")
+    assert len(messages[1]["content"]) <= MAX_CONTEXT_CHARS + 10
+    assert messages[2]["content"].startswith("aaa") and len(messages[2]["content"]) <= MAX_REPLY_CHARS + 10
+    assert messages[3]["content"] == TITLE_PROMPT
 
 
 @pytest.mark.parametrize(
@@ -80,6 +92,7 @@ def test_max_chars_cuts_at_a_word_boundary():
         "Unfortunately I am unable to do that",
         TITLE_PROMPT,
         "Descriptive 5-word title with no emojis",
+        "Here's a 3-word description of the conversation",  # SmolLM2, bench/repetition.py
         None,
     ],
 )

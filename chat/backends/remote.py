@@ -1,0 +1,332 @@
+"""Hugging Face / OpenAI-compatible model servers, through `huggingface_hub.AsyncInferenceClient`.
+
+One HTTP connection pool per event loop, shared by every reply and title (issue 14):
+a profile at 100 conversations spent a quarter of the CPU in `ssl.create_default_context`,
+because each request built a new client, hence a new transport and a new TLS context.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+
+from chat.backends.base import (
+    CUT_MESSAGE,
+    TIMEOUT_MESSAGE,
+    Messages,
+    ModelError,
+    ModelStream,
+    Purpose,
+    WaitCallback,
+    clean_messages,
+    finish_reason,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _pooled_client_class() -> type:
+    """AsyncInferenceClient that borrows the backend's pooled httpx client.
+
+    huggingface_hub 2.4 gives each AsyncInferenceClient its own `httpx2.AsyncClient`
+    (built on first use, closed by `close()`), and it enters every streamed response into
+    that instance's exit stack: a response is only closed when the whole instance is.
+    So one instance cannot be shared by many streams (responses would pile up, and
+    stopping one stream would not close its connection). Instead each request gets a
+    cheap instance whose `_get_async_client` returns the shared pool; its `close()` then
+    closes only its own response, and the pool stays open.
+    """
+    from huggingface_hub import AsyncInferenceClient
+
+    if not hasattr(AsyncInferenceClient, "_get_async_client"):  # fail loudly on an upgrade
+        raise RuntimeError("huggingface_hub's AsyncInferenceClient no longer has _get_async_client; "
+                           "chat/backends/remote.py must be adapted to share its connection pool")
+
+    class PooledInferenceClient(AsyncInferenceClient):
+        def __init__(self, *, http: Any, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.pool_view = PoolView(http)
+
+        async def _get_async_client(self) -> Any:
+            return self.pool_view
+
+    return PooledInferenceClient
+
+
+class PoolView:
+    """The shared httpx client as one request sees it.
+
+    httpcore puts a connection back in the pool only if its response was read to the
+    end; huggingface_hub stops reading at `data: [DONE]`, one chunk before the end of
+    the body, so every connection would be closed after one request. When the answer
+    is complete (`answer_complete`, set by the backend), the response's last bytes are
+    read before it closes. A stopped or broken stream is not read on: its response is
+    closed, and httpcore closes the connection instead of reusing it.
+    """
+
+    drain_seconds = 1.0
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.answer_complete = False
+
+    @contextlib.asynccontextmanager
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async with self.pool.stream(*args, **kwargs) as response:
+            try:
+                yield response
+            finally:
+                if self.answer_complete:
+                    await self._read_to_the_end(response)
+
+    async def _read_to_the_end(self, response: Any) -> None:
+        # Any failure leaves the connection as it was: closed with the response, not reused.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.drain_seconds):
+                async for _ in response.stream:  # the raw body after what was read
+                    pass
+
+    def __getattr__(self, name: str) -> Any:  # post(), ...: the pool's own
+        return getattr(self.pool, name)
+
+
+def new_connection_pool() -> Any:
+    """An `httpx2.AsyncClient` configured as huggingface_hub configures its own (its event
+    hooks, redirects; a factory set with `set_async_client_factory` is honoured), with a
+    pool as large as the number of replies streaming at once."""
+    import httpx2
+    from huggingface_hub.utils import get_async_session
+
+    template = get_async_session()  # never used: it holds no connection, nothing to close
+    return httpx2.AsyncClient(
+        event_hooks=template.event_hooks,
+        follow_redirects=template.follow_redirects,
+        timeout=None,  # each request passes settings.HF_TIMEOUT
+        limits=httpx2.Limits(max_connections=HFBackend.max_connections,
+                             max_keepalive_connections=HFBackend.max_idle_connections,
+                             keepalive_expiry=HFBackend.idle_seconds),
+    )
+
+
+class HFBackend:
+    """Streams from the Hugging Face router, a provider, or any OpenAI-compatible server
+    (`settings.HF_BASE_URL`).
+
+    huggingface_hub 2.4 raises `HfHubHTTPError` (with `.response`) for an HTTP error
+    status, `InferenceTimeoutError` for a timeout before the headers, bare httpx2
+    errors for a timeout or a broken connection while the body streams, and
+    `TextGenerationError` for an error event in the stream. A body that simply ends
+    without `[DONE]` ends the iteration quietly: only the missing `finish_reason`
+    tells a cut reply from a finished one.
+
+    Connections are kept and reused between requests (one pool per event loop: httpx
+    connections belong to the loop that opened them). A response closed before its end
+    (Stop) or broken mid-body is never put back in the pool: httpcore closes such a
+    connection instead of reusing it.
+    """
+
+    max_connections: int | None = None  # as before the pool: one connection per stream, no waiting line
+    max_idle_connections = 32
+    idle_seconds = 30.0
+
+    def __init__(self, retry_budget: float = 10.0, first_backoff: float = 0.5, max_attempts: int = 5) -> None:
+        # 5xx before the first token is retried with backoff for at most `retry_budget`
+        # seconds: a provider waking a model up answers 503 for a few seconds.
+        self.retry_budget = retry_budget
+        self.first_backoff = first_backoff
+        self.max_attempts = max_attempts
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def connection_pool(self) -> Any:
+        """The httpx client of the running event loop, made on first use."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None or pool.is_closed:
+            # A pool's connections refer to their loop, so a closed loop (a finished test,
+            # asyncio.run() ended) stays a key until dropped here.
+            for old in [old for old in self._pools if old.is_closed()]:
+                del self._pools[old]
+            pool = self._pools[loop] = new_connection_pool()
+        return pool
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections (at shutdown, or at the end of a test)."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.aclose()
+
+    def _client(self, model_id: str) -> Any:
+        base_url = settings.HF_BASE_URL or None
+        # `model` and `base_url` are mutually exclusive in the constructor; the model id
+        # is passed to chat_completion() too, so it is always in the request body (an
+        # OpenAI-compatible server may serve several models at one URL).
+        return _pooled_client_class()(
+            http=self.connection_pool(),
+            model=None if base_url else model_id,
+            provider=settings.HF_PROVIDER or None,
+            token=settings.HF_TOKEN or None,
+            timeout=settings.HF_TIMEOUT,
+            base_url=base_url,
+        )
+
+    async def _prefetch_provider_mapping(self, model_id: str) -> None:
+        """With an explicit provider, huggingface_hub looks the model up on the Hub with a
+        blocking (cached) HTTP call inside chat_completion(); warm that cache in a thread so
+        the event loop never blocks."""
+        if settings.HF_BASE_URL or settings.HF_PROVIDER in ("", None, "auto"):
+            return
+        try:
+            from huggingface_hub.inference._providers._common import (
+                _fetch_inference_provider_mapping,
+            )
+        except ImportError:  # moved in another version: let chat_completion do it
+            return
+        with contextlib.suppress(Exception):  # chat_completion() reports the failure
+            await asyncio.to_thread(_fetch_inference_provider_mapping, model_id)
+
+    def stream(self, model_id: str, messages: Messages, *, max_tokens: int, user: object = None,
+               purpose: Purpose = "reply", on_wait: WaitCallback | None = None) -> ModelStream:
+        """The reply's pieces. `user`, `purpose` and `on_wait` are for the local model's
+        queue: a remote server has its own, and we never wait in line for it here."""
+        return ModelStream(lambda result: self._pieces(result, model_id, clean_messages(messages), max_tokens))
+
+    async def _pieces(self, result: ModelStream, model_id: str, messages: Messages, max_tokens: int) -> AsyncIterator[str]:
+        await self._prefetch_provider_mapping(model_id)
+        client, chunks = await self._connect(model_id, messages, max_tokens)
+        try:
+            ended = None
+            try:
+                async for chunk in chunks:
+                    for choice in chunk.choices or []:
+                        if choice.delta is not None and choice.delta.content:
+                            yield choice.delta.content
+                        if choice.finish_reason:
+                            ended = finish_reason(choice.finish_reason)
+            except Exception as exc:  # never retried: the user has seen tokens
+                raise _model_error(exc, model_id, streaming=True) from exc
+            if ended is None:
+                raise ModelError("model_failed", CUT_MESSAGE)
+            result.finish_reason = ended
+            client.pool_view.answer_complete = True  # its connection may serve the next request
+        finally:
+            # Also runs on aclose() (Stop): closing the client closes its response, so the
+            # server sees the connection go away and stops generating; the pool stays open.
+            with contextlib.suppress(Exception):
+                await chunks.aclose()
+            await client.close()
+
+    async def _connect(self, model_id: str, messages: Messages, max_tokens: int) -> tuple[Any, Any]:
+        """Open the stream (client, chunk iterator). Server errors are retried with
+        backoff within `retry_budget`; nothing has reached the user yet."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_budget
+        backoff = self.first_backoff
+        for attempt in range(1, self.max_attempts + 1):
+            client = self._client(model_id)
+            try:
+                chunks = await client.chat_completion(messages, model=model_id, stream=True, max_tokens=max_tokens)
+                return client, chunks
+            except BaseException as exc:
+                await client.close()
+                if not isinstance(exc, Exception):  # cancelled
+                    raise
+                wait = _retry_delay(exc, backoff)
+                if wait is None or attempt == self.max_attempts or loop.time() + wait > deadline:
+                    raise _model_error(exc, model_id) from exc
+                logger.info("Model %s answered HTTP %s; retrying in %.2fs", model_id, _status(exc), wait)
+            await asyncio.sleep(wait)
+            backoff *= 2
+        raise AssertionError("unreachable")
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _retry_delay(exc: BaseException, backoff: float) -> float | None:
+    """How long to wait before retrying a request that failed before any token, or None
+    when it must not be retried (only server errors are: the next try may succeed)."""
+    status = _status(exc)
+    if status is None or status < 500:
+        return None
+    return _retry_after(exc) or backoff
+
+
+def _model_error(exc: BaseException, model_id: str, streaming: bool = False) -> ModelError:
+    """Translate a huggingface_hub / httpx2 failure into a ModelError for the user."""
+    import httpx2
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        InferenceTimeoutError,
+        OverloadedError,
+        RepositoryNotFoundError,
+        TextGenerationError,
+    )
+
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, (InferenceTimeoutError, httpx2.TimeoutException, TimeoutError)):
+        return ModelError("model_failed", TIMEOUT_MESSAGE)
+    if isinstance(exc, RepositoryNotFoundError):
+        return ModelError("model_unavailable", f"The model {model_id} does not exist or is not served.")
+    if isinstance(exc, HfHubHTTPError):
+        status = _status(exc) or 0
+        if status in (401, 403):
+            return ModelError("model_unavailable", "The Hugging Face token was refused.")
+        if status == 404:
+            return ModelError("model_unavailable", f"The model {model_id} is not served by the provider.")
+        if status == 429:
+            retry_after = _retry_after(exc)
+            wait = f" Try again in {retry_after:.0f} seconds." if retry_after is not None else " Try again later."
+            return ModelError("rate_limited", "The model provider is receiving too many requests." + wait, retry_after)
+        if status in (400, 413, 422):
+            return ModelError("model_failed", "The model refused the request (the conversation may be too long).")
+        if status >= 500:
+            return ModelError("model_failed", f"The model service is having trouble (HTTP {status}). Try again later.")
+        return ModelError("model_failed", f"The model service answered with an error (HTTP {status}).")
+    if isinstance(exc, OverloadedError):
+        return ModelError("model_failed", "The model is overloaded. Try again later.")
+    if isinstance(exc, TextGenerationError):
+        return ModelError("model_failed", "The model failed while writing its reply.")
+    if isinstance(exc, httpx2.ConnectError):
+        return ModelError("model_unavailable", "The model service cannot be reached.")
+    if isinstance(exc, httpx2.TransportError):
+        if streaming:
+            return ModelError("model_failed", CUT_MESSAGE)
+        return ModelError("model_failed", "The connection to the model service failed.")
+    if isinstance(exc, ValueError) and not streaming:
+        # Raised while preparing the request: no token for the router, model not
+        # supported by the chosen provider, ...
+        logger.warning("Model %s cannot be called: %s", model_id, exc)
+        return ModelError("model_unavailable", f"The model {model_id} cannot be used with this configuration.")
+    logger.exception("Unexpected failure from model %s", model_id, exc_info=exc)
+    return ModelError("model_failed", "The model failed unexpectedly.")
+
+
