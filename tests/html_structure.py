@@ -74,9 +74,26 @@ def _merge(prev: list, cont: list) -> None:
     elif prev[0] == "div":  # code: the lines join the previous <pre><code>
         prev_code, cont_code = _innermost_code(prev), _innermost_code(cont)
         if prev_code is not None and cont_code is not None:
-            prev_code[2].extend(["\n", *cont_code[2]])
+            texts = [c for c in _strings(prev_code)]
+            joint = [] if texts and texts[-1].endswith("\n") else ["\n"]
+            prev_code[2].extend([*joint, *cont_code[2]])
+    elif prev[0] == "blockquote":  # a paragraph cut in two inside the quote joins again
+        last = next((c for c in reversed(prev[2]) if isinstance(c, list)), None)
+        first = next((c for c in cont[2] if isinstance(c, list)), None)
+        rest = list(cont[2])
+        if last is not None and first is not None and last[0] == first[0] == "p":
+            rest.remove(first)
+            last[2].extend([" ", *first[2]])
+        prev[2].extend(rest)
     else:
         prev[2].extend([" ", *cont[2]])
+
+
+def _strings(node: list) -> list[str]:
+    out: list[str] = []
+    for child in node[2]:
+        out.extend([child] if isinstance(child, str) else _strings(child))
+    return out
 
 
 def _innermost_code(node: list) -> list | None:

@@ -82,9 +82,9 @@ def _highlighter(lang: str) -> tuple[Lexer, HtmlFormatter]:
     """Lexer and formatter for a fence language, built once (a formatter per block
     dominated the cost of highlighting a short piece)."""
     try:
-        lexer = get_lexer_by_name(lang) if lang else TextLexer()
+        lexer = get_lexer_by_name(lang, stripnl=False) if lang else TextLexer(stripnl=False)
     except ClassNotFound:
-        lexer = TextLexer()
+        lexer = TextLexer(stripnl=False)
     return lexer, HtmlFormatter(cssclass="codehilite", wrapcode=True)
 
 
@@ -96,8 +96,9 @@ def code_block(code: str, lang: str, cont: bool = False, highlight: bool = True)
     (highlighting it on every delta would cost ~10x more; its lines are highlighted
     when they are committed)."""
     lang = lang.split()[0] if lang.strip() else ""
+    lang = lang if _LANG.fullmatch(lang) else ""
     classes = f"{CONT_CLASS} codehilite" if cont else "codehilite"
-    label = f' data-lang="{html.escape(lang[:32])}"' if lang and not cont else ""
+    label = f' data-lang="{lang}"' if lang and not cont else ""
     if highlight:
         body = pygments.highlight(code, *_highlighter(lang.lower()))
         body = body[body.index("<pre>"):body.rindex("</div>")]
@@ -106,6 +107,7 @@ def code_block(code: str, lang: str, cont: bool = False, highlight: bool = True)
     return f'<div class="{classes}"{label}>{body}</div>\n'
 
 
+_LANG = re.compile(r"[\w#+.-]{1,32}")
 _CODE_BLOCK = re.compile(r'<pre><code(?: class="language-([^"]*)")?>(.*?)</code></pre>\n?', re.S)
 _FIRST_TAG = re.compile(r"^\s*<(%s)\b" % "|".join(_CONT_TAGS))
 
@@ -121,16 +123,33 @@ def mark_cont(html_text: str) -> str:
     return _FIRST_TAG.sub(rf'<\1 class="{CONT_CLASS}"', html_text, count=1)
 
 
+_DEEP_QUOTE = re.compile(r"^((?:[ ]{0,3}>){%d})(?:[ ]{0,3}>)+" % 16, re.M)
+
+
+MAX_CELLS = 2000
+"""A text with more table cells than this has its overlong rows shown as text."""
+MAX_ROW_CELLS = 64
+
+
+def _too_many_cells(text: str) -> str:
+    return "\n".join(line.replace("|", "\\|") if line.count("|") > MAX_ROW_CELLS else line
+                     for line in text.split("\n"))
+
+
 def fragment(text: str, cont: bool = False, table_head: str | None = None) -> str:
     """Markdown text to sanitized HTML: parse, highlight code, typeset math, clean.
 
     table_head: the header and delimiter rows of a table this text continues (its rows
     are parsed as that table's, and the repeated header is dropped)."""
+    if ">>>>>>>>>>>>>>>>" in text:  # cmark-gfm is quadratic in block quote depth: cap it
+        text = _DEEP_QUOTE.sub(r"\1", text)
+    if text.count("|") > MAX_CELLS:  # and slow on tables of thousands of cells
+        text = _too_many_cells(text)
     protected, spans = math.protect(text if table_head is None else table_head + text)
     out = cmark.to_html(protected)
     if table_head is not None:
         out = re.sub(r"<thead>.*?</thead>\s*", "", out, count=1, flags=re.S)
     if "<pre>" in out:
         out = _highlight_all(out)
-    out = math.restore(out, spans)
-    return sanitize(mark_cont(out) if cont else out)
+    out = sanitize(mark_cont(out) if cont else out)
+    return math.restore(out, spans, sanitize)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import html
 import re
+from typing import Callable
 
 from latex2mathml.converter import convert
 
@@ -29,7 +30,7 @@ MAX_CODE_SPAN = 4000
 """How far a code span's closing backticks are looked for (bounded work per run)."""
 
 _FENCE_LINE = re.compile(r"(?:[ \t]*>)*[ \t]*(?:(?:[-*+]|\d+[.)])[ \t]+)*(`{3,}|~{3,})")
-_TOKEN = re.compile(r"\\[\\$`]|\\\(|\\\[|`+|\$\$|\$")
+_TOKEN = re.compile(r"\\[\\$`]|\\\(|\\\[|`+|\$\$|\$|\]\([^)\s]*")
 _PUA = re.compile("[\ue000-\ue1ff]")
 
 
@@ -75,6 +76,10 @@ def _protect_segment(text: str, spans: list) -> str:
         tok, start = m.group(), m.start()
         end = None
         if tok[0] == "\\" and len(tok) == 2 and tok[1] in "\\$`":
+            out.append(text[i:m.end()])
+            i = m.end()
+            continue
+        if tok[0] == "]":  # a link destination is a URL, not math
             out.append(text[i:m.end()])
             i = m.end()
             continue
@@ -131,19 +136,40 @@ _PLACEHOLDER_RE = re.compile(PLACEHOLDER + "([\ue100-\ue1ff])")
 _BLOCK_PARAGRAPH = re.compile(r"<p>(" + PLACEHOLDER + "[\ue100-\ue1ff])</p>")
 
 
-def restore(html_text: str, spans: list[tuple[str, bool, str]]) -> str:
-    """Put the typeset math (or its source, if it does not typeset) in place of the placeholders."""
+_TAG_OR_CODE = re.compile(r"(<pre\b.*?</pre>|<code\b.*?</code>|<[^>]*>)", re.S)
+
+
+def restore(html_text: str, spans: list[tuple[str, bool, str]], clean: Callable[[str], str]) -> str:
+    """Put the typeset math in place of the placeholders of sanitized HTML.
+
+    Each formula's MathML is sanitized on its own with `clean` (and cached), so the
+    reply's HTML is sanitized without it: MathML is verbose, and cleaning it again with
+    every delta cost milliseconds. Only placeholders in text become MathML; one in an
+    attribute, a code span or a code block becomes its source text again.
+    """
     if not spans:
         return html_text
 
-    def typeset(match: re.Match) -> str:
-        latex, display, source = spans[ord(match.group(1)) - _INDEX_BASE]
-        return mathml(latex, display) or html.escape(source, quote=False)
+    def source(match: re.Match) -> str:
+        return html.escape(spans[ord(match.group(1)) - _INDEX_BASE][2])
 
-    return _PLACEHOLDER_RE.sub(typeset, html_text)
+    def typeset(match: re.Match) -> str:
+        latex, display, src = spans[ord(match.group(1)) - _INDEX_BASE]
+        return clean_mathml(latex, display, clean) or html.escape(src, quote=False)
+
+    parts = _TAG_OR_CODE.split(html_text)
+    for i, part in enumerate(parts):
+        if PLACEHOLDER in part:
+            parts[i] = _PLACEHOLDER_RE.sub(source if i % 2 else typeset, part)
+    return "".join(parts)
 
 
 @functools.lru_cache(maxsize=2048)
+def clean_mathml(latex: str, display: bool, clean: Callable[[str], str]) -> str | None:
+    out = mathml(latex, display)
+    return clean(out) if out else None
+
+
 def mathml(latex: str, display: bool) -> str | None:
     """MathML for a formula with its TeX source as annotation, or None if it does not typeset."""
     if len(latex) > MAX_LATEX or _depth(latex) > MAX_DEPTH:
@@ -167,3 +193,13 @@ def _depth(latex: str) -> int:
         elif ch in "}])":
             depth -= 1
     return deepest
+
+
+def open_before(text: str) -> bool:
+    """Whether math may be open at the end of `text` (an opener with no closer yet), so
+    that a streamed piece must not end there. `$` before a digit is taken for a price."""
+    tail = text[-MAX_INLINE:]
+    if "$" not in tail and "\\(" not in tail and "\\[" not in tail:
+        return False
+    protected, _ = protect(tail)
+    return bool(re.search(r"(?<!\\)\$(?![\d\s])|\\\(|\\\[", protected))

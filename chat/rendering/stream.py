@@ -25,21 +25,24 @@ import html
 import re
 from dataclasses import dataclass
 
-from chat.rendering import cmark
+from chat.rendering import cmark, math
 from chat.rendering.html import code_block, fragment
 
-SOFT_LIMIT = 320
+SOFT_LIMIT = 240
 """Once the open block is longer than this (chars), freeze its finished part."""
-HARD_LIMIT = 1200
+HARD_LIMIT = 600
 """The open region never stays longer than this after a feed(): past it we cut even
 where no clean cut point exists (mid-sentence, mid-link)."""
 CODE_SOFT_LIMIT = 160
 """Fenced code: complete lines are committed (highlighted) past this many chars."""
+CODE_HARD_LIMIT = 480
+"""Fenced code: a single line longer than this is cut (an endless line must not grow the tail)."""
 HOLD_LIMIT = 1500
 """Blocks showing `[…]` wait for a link definition at most while the region is this short."""
 REFS_LIMIT = 4000
 """Link reference definitions remembered for the rest of the reply (chars)."""
 _FEED_STEP = 256
+_CUT_SEARCH_STEP = 32
 
 _FENCE_OPEN = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
 _LIST_ITEM = re.compile(r" {0,3}(?:[*+-]|\d{1,9}[.)])(?:[ \t]|$)")
@@ -49,7 +52,7 @@ _LITERAL_BRACKETS = re.compile(r"\[[^\]]*\]")
 _CODE_HTML = re.compile(r"<code>.*?</code>|<pre>.*?</pre>", re.S)
 _CLOSING_TAGS = re.compile(r"(?:</[a-z0-9]+>\s*)+$")
 _INLINE_TOKEN = re.compile(r"\\.|`+|\*+|_+|~+|\$+|\]\(|[\[\]()<>]|\n|[ \t]", re.S)
-_PLAIN = re.compile(r"[^\W_]|[ ,.?!]")
+_PLAIN_RUN = re.compile(r"(?:[^\W_]|[ ,.?!])*")
 
 
 @dataclass
@@ -73,6 +76,8 @@ class StreamRenderer:
         self._fence: _Fence | None = None
         self._refs = ""
         self._base: tuple[str, str, str] | None = None  # (text, html before closing tags, closing tags)
+        self._plain_upto = 0  # the open text up to here is base text + plain words
+        self._no_cut_below = 0  # no clean cut point exists in a shorter open block
 
     # -- public -------------------------------------------------------------
 
@@ -150,7 +155,7 @@ class StreamRenderer:
             out.append(piece)
         self._remember_refs(committed)
         self._open = self._open[len(committed):]
-        self._cont, self._table_head, self._base = False, None, None
+        self._cont, self._table_head, self._base, self._no_cut_below = False, None, None, 0
         if fence is not None and keep == last.start - skip - 1:
             opening, _, rest = self._open.partition("\n")
             self._fence = _Fence(len(fence.group(1)), fence.group(2), fence.group(3).strip(), opening + "\n")
@@ -214,10 +219,12 @@ class StreamRenderer:
                 self._fence, self._open = None, self._open[nl + 1:]
                 return True
             start = nl + 1
-        if start > CODE_SOFT_LIMIT:
-            out.append(self._code_piece(self._open[:start]))
+        if start > CODE_SOFT_LIMIT or len(self._open) > CODE_HARD_LIMIT:
+            # Past the hard limit one endless line is cut too: the bound wins.
+            end = start if start > 0 else CODE_HARD_LIMIT
+            out.append(self._code_piece(self._open[:end]))
             fence.pieces += 1
-            self._open = self._open[start:]
+            self._open = self._open[end:]
         return False
 
     def _code_piece(self, body: str, highlight: bool = True) -> str:
@@ -231,10 +238,13 @@ class StreamRenderer:
     def _freeze(self, out: list[str]) -> None:
         """Move the finished part of an over-long open block into `out`."""
         while len(self._open) > SOFT_LIMIT:
+            if len(self._open) < self._no_cut_below:
+                return  # searched recently: look again once the block has grown a bit
             kind = self._kind()
             cut = self._find_cut(kind)
             if cut is None:
                 if len(self._open) <= HARD_LIMIT:
+                    self._no_cut_below = len(self._open) + _CUT_SEARCH_STEP
                     return
                 cut = self._hard_cut()
             end, rest = cut
@@ -245,7 +255,7 @@ class StreamRenderer:
             if kind not in ("indented", "list"):  # leading spaces would make the rest code
                 rest += len(self._open) - rest - len(self._open[rest:].lstrip(" \t"))
             self._open = self._open[rest:]
-            self._cont, self._base = True, None
+            self._cont, self._base, self._no_cut_below = True, None, 0
 
     def _kind(self) -> str:
         if self._table_head is not None:
@@ -288,19 +298,25 @@ class StreamRenderer:
         """HTML of the open region (the unfinished last block)."""
         text = self._open
         if self._fence is not None:
+            line = text[text.rfind("\n") + 1:].strip()
+            if line and line.startswith(self._fence.marker) and not line.strip(self._fence.marker[0]):
+                text = text[:text.rfind("\n") + 1]  # its closing fence, without the newline yet
             if not text:
                 return "" if self._fence.pieces else code_block("", self._fence.info)
-            return self._code_piece(text, highlight=False)
+            return self._code_piece(text.removesuffix("\n"), highlight=False)
         if not text.strip():
             self._base = None
             return ""
         base = self._base
         if base is not None and text.startswith(base[0]):
-            added = text[len(base[0]):]
-            if _only_plain(added) and "www." not in _last_word(base[0]) + added:
-                return base[1] + html.escape(added.rstrip(), quote=False) + base[2]
+            # Only the characters added since the last check are looked at: O(delta).
+            if _PLAIN_RUN.fullmatch(text, self._plain_upto) \
+                    and "www." not in text[max(self._plain_upto - 4, len(base[0]) - len(_last_word(base[0]))):]:
+                self._plain_upto = len(text)
+                return base[1] + html.escape(text[len(base[0]):].rstrip(), quote=False) + base[2]
         out = fragment(self._refs + text if self._refs and "[" in text else text, self._cont, self._table_head)
         self._base = _splice_point(text, out)
+        self._plain_upto = len(text)
         return out
 
 
@@ -325,10 +341,6 @@ def _splice_point(text: str, out: str) -> tuple[str, str, str] | None:
 
 def _last_word(text: str) -> str:
     return text[max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1:]
-
-
-def _only_plain(added: str) -> bool:
-    return all(_PLAIN.match(ch) for ch in added)
 
 
 def _dedent(line: str, indent: int) -> str:
@@ -362,8 +374,7 @@ def _balanced_cut(text: str, limit: int) -> tuple[int, int] | None:
     code span, emphasis, strikethrough, math, link or autolink is open, and the rest
     starts with a letter (which cannot start a block). One regex pass: bounded work."""
     code_run = stars = unders = tildes = brackets = parens = angles = 0
-    dollar_at = -10_000
-    best = None
+    candidates: list[tuple[int, int]] = []
     window = text[:limit]
     for m in _INLINE_TOKEN.finditer(window):
         tok, pos = m.group(), m.start()
@@ -377,13 +388,11 @@ def _balanced_cut(text: str, limit: int) -> tuple[int, int] | None:
         if ch == "`":
             code_run = len(tok)
         elif ch == "*" and _is_delimiter(window, pos, m.end()):
-            stars += len(tok)
+            stars += 1  # runs, not characters: "**" opens once
         elif ch == "_" and _is_delimiter(window, pos, m.end()):
-            unders += len(tok)
+            unders += 1
         elif ch == "~":
-            tildes += len(tok)
-        elif ch == "$":
-            dollar_at = pos
+            tildes += 1
         elif tok == "](":
             brackets, parens = max(brackets - 1, 0), parens + 1
         elif ch == "[":
@@ -402,10 +411,12 @@ def _balanced_cut(text: str, limit: int) -> tuple[int, int] | None:
             nxt = window[m.end():m.end() + 1]
             prev = window[pos - 1:pos]
             if (not (stars % 2 or unders % 2 or tildes % 2 or brackets or parens or angles)
-                    and pos - dollar_at > 1000 and nxt.isalpha() and prev not in (" ", "\\", "")
-                    and pos > 0):
-                best = (pos, m.end())
-    return best
+                    and nxt.isalpha() and prev not in (" ", "\\", "") and pos > 0):
+                candidates.append((pos, m.end()))
+    for cut in reversed(candidates[-4:]):  # math is checked last: it needs a scan of its own
+        if not math.open_before(window[:cut[0]]):
+            return cut
+    return None
 
 
 def _is_delimiter(text: str, start: int, end: int) -> bool:
