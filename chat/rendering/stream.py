@@ -307,6 +307,11 @@ class StreamRenderer:
         if not text.strip():
             self._base = None
             return ""
+        if self._no_cut_below and len(text) > SOFT_LIMIT:
+            # A long block with no clean cut point (hostile or odd text): shown as plain
+            # text until it is cut, so that no delta re-parses hundreds of constructs.
+            cont = ' class="md-cont"' if self._cont else ""
+            return f"<p{cont}>{html.escape(text.strip(), quote=False)}</p>\n"
         base = self._base
         if base is not None and text.startswith(base[0]):
             # Only the characters added since the last check are looked at: O(delta).
@@ -411,7 +416,7 @@ def _balanced_cut(text: str, limit: int) -> tuple[int, int] | None:
             nxt = window[m.end():m.end() + 1]
             prev = window[pos - 1:pos]
             if (not (stars % 2 or unders % 2 or tildes % 2 or brackets or parens or angles)
-                    and nxt.isalpha() and prev not in (" ", "\\", "") and pos > 0):
+                    and (nxt.isalpha() or nxt == "$") and prev not in (" ", "\\", "") and pos > 0):
                 candidates.append((pos, m.end()))
     for cut in reversed(candidates[-4:]):  # math is checked last: it needs a scan of its own
         if not math.open_before(window[:cut[0]]):
