@@ -199,3 +199,7 @@ def test_typesetting_per_rendering_is_bounded():
     protected, spans = math.protect("$x$ " * 5000)
     assert len(spans) == math.MAX_SPANS
     assert "$x$" in protected  # the rest stays text
+
+
+def test_private_use_characters_in_text_survive_without_math():
+    assert "\ue0a0" in render_markdown("prompt \ue0a0 main")

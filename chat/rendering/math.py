@@ -31,15 +31,16 @@ MAX_CODE_SPAN = 4000
 
 _FENCE_LINE = re.compile(r"(?:[ \t]*>)*[ \t]*(?:(?:[-*+]|\d+[.)])[ \t]+)*(`{3,}|~{3,})")
 _TOKEN = re.compile(r"\\[\\$`]|\\\(|\\\[|`+|\$\$|\$|\]\([^)\s]*")
-_PUA = re.compile("[\ue000-\ue1ff]")
 
 
 def protect(text: str) -> tuple[str, list[tuple[str, bool, str]]]:
     """The text with each math span replaced by a placeholder, and the spans
     (latex, display, source) in order."""
-    text = _PUA.sub("\ufffd", text)
     if "$" not in text and "\\(" not in text and "\\[" not in text:
         return text, []
+    # The placeholder's marker is a private-use character; one in the text itself
+    # (icon fonts use that range) is the only character this can change.
+    text = text.replace(PLACEHOLDER, "\ufffd")
     spans: list[tuple[str, bool, str]] = []
     out: list[str] = []
     for segment, is_code in _segments(text):
