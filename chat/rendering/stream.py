@@ -30,6 +30,9 @@ from chat.rendering.html import code_block, fragment
 
 SOFT_LIMIT = 240
 """Once the open block is longer than this (chars), freeze its finished part."""
+PARA_SOFT_LIMIT = 160
+"""The same for a paragraph, whose pieces the page shows inline as one paragraph: a
+shorter tail is fewer bytes and less work per delta."""
 HARD_LIMIT = 600
 """The open region never stays longer than this after a feed(): past it we cut even
 where no clean cut point exists (mid-sentence, mid-link)."""
@@ -92,7 +95,7 @@ class StreamRenderer:
         for i in range(0, len(delta), _FEED_STEP):
             step = delta[i:i + _FEED_STEP]
             self._open += step
-            if "\n" in step or len(self._open) > SOFT_LIMIT:
+            if "\n" in step or len(self._open) > PARA_SOFT_LIMIT:
                 self._advance(out)
         return {"append": "".join(out), "tail": self._tail()}
 
@@ -114,7 +117,7 @@ class StreamRenderer:
                 if not self._code_lines(out):
                     return
             elif not self._commit_blocks(out):
-                if len(self._open) > SOFT_LIMIT:
+                if len(self._open) > PARA_SOFT_LIMIT:
                     self._freeze(out)
                 return
 
@@ -237,10 +240,12 @@ class StreamRenderer:
 
     def _freeze(self, out: list[str]) -> None:
         """Move the finished part of an over-long open block into `out`."""
-        while len(self._open) > SOFT_LIMIT:
+        while len(self._open) > PARA_SOFT_LIMIT:
             if len(self._open) < self._no_cut_below:
                 return  # searched recently: look again once the block has grown a bit
             kind = self._kind()
+            if kind != "para" and len(self._open) <= SOFT_LIMIT:
+                return
             cut = self._find_cut(kind)
             if cut is None:
                 if len(self._open) <= HARD_LIMIT:
