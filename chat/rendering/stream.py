@@ -25,7 +25,7 @@ import html
 import re
 from dataclasses import dataclass
 
-from chat.rendering import cmark, math
+from chat.rendering import cmark, cuts
 from chat.rendering.html import code_block, fragment
 
 SOFT_LIMIT = 240
@@ -54,7 +54,6 @@ _DEFINITION = re.compile(r" {0,3}\[[^\]]+\]:")
 _LITERAL_BRACKETS = re.compile(r"\[[^\]]*\]")
 _CODE_HTML = re.compile(r"<code>.*?</code>|<pre>.*?</pre>", re.S)
 _CLOSING_TAGS = re.compile(r"(?:</[a-z0-9]+>\s*)+$")
-_INLINE_TOKEN = re.compile(r"\\.|`+|\*+|_+|~+|\$+|\]\(|[\[\]()<>]|\n|[ \t]", re.S)
 _PLAIN_RUN = re.compile(r"(?:[^\W_]|[ ,.?!])*")
 
 
@@ -279,16 +278,16 @@ class StreamRenderer:
     def _find_cut(self, kind: str) -> tuple[int, int] | None:
         text = self._open
         if kind in ("table", "indented"):
-            cut = _line_cut(text, HARD_LIMIT, None)
+            cut = cuts.line_cut(text, HARD_LIMIT, None)
             if kind == "table" and self._table_head is None and cut is not None:
-                header_end = _nth_line_end(text, 2)
+                header_end = cuts.nth_line_end(text, 2)
                 return cut if header_end is not None and cut[0] >= header_end else None
             return cut
         if kind == "list":
-            return _line_cut(text, HARD_LIMIT, _LIST_ITEM, min_pos=1)
+            return cuts.line_cut(text, HARD_LIMIT, _LIST_ITEM, min_pos=1)
         if kind == "quote":
-            return _line_cut(text, HARD_LIMIT, _QUOTE_LINE, min_pos=1)
-        return _balanced_cut(text, HARD_LIMIT)
+            return cuts.line_cut(text, HARD_LIMIT, _QUOTE_LINE, min_pos=1)
+        return cuts.balanced_cut(text, HARD_LIMIT)
 
     def _hard_cut(self) -> tuple[int, int]:
         text = self._open
@@ -356,83 +355,3 @@ def _last_word(text: str) -> str:
 def _dedent(line: str, indent: int) -> str:
     strip = min(indent, len(line) - len(line.lstrip(" ")))
     return line[strip:]
-
-
-def _nth_line_end(text: str, n: int) -> int | None:
-    pos = -1
-    for _ in range(n):
-        pos = text.find("\n", pos + 1)
-        if pos < 0:
-            return None
-    return pos
-
-
-def _line_cut(text: str, limit: int, next_line: re.Pattern[str] | None, min_pos: int = 0) -> tuple[int, int] | None:
-    """Last line end within text[:limit] whose next line matches `next_line` (any line
-    if None): lists are cut before an item, quotes before a `>` line."""
-    pos = text.rfind("\n", 0, limit)
-    while pos >= min_pos:
-        if pos + 1 < len(text) and (next_line is None or next_line.match(text, pos + 1)):
-            if text.find("\n", pos + 1) >= 0:  # the next line is complete
-                return pos, pos + 1
-        pos = text.rfind("\n", 0, pos)
-    return None
-
-
-def _balanced_cut(text: str, limit: int) -> tuple[int, int] | None:
-    """Last (piece_end, rest_start) within text[:limit] at a space or line end, where no
-    code span, emphasis, strikethrough, math, link or autolink is open, and the rest
-    starts with a letter (which cannot start a block). One regex pass: bounded work."""
-    code_run = stars = unders = tildes = brackets = parens = angles = 0
-    candidates: list[tuple[int, int]] = []
-    window = text[:limit]
-    for m in _INLINE_TOKEN.finditer(window):
-        tok, pos = m.group(), m.start()
-        if code_run:
-            if tok[0] == "`" and len(tok) == code_run:
-                code_run = 0
-            continue
-        ch = tok[0]
-        if ch == "\\":
-            continue
-        if ch == "`":
-            code_run = len(tok)
-        elif ch == "*" and _is_delimiter(window, pos, m.end()):
-            stars += 1  # runs, not characters: "**" opens once
-        elif ch == "_" and _is_delimiter(window, pos, m.end()):
-            unders += 1
-        elif ch == "~":
-            tildes += 1
-        elif tok == "](":
-            brackets, parens = max(brackets - 1, 0), parens + 1
-        elif ch == "[":
-            brackets += 1
-        elif ch == "]":
-            brackets = max(brackets - 1, 0)
-        elif ch == "(" and parens:
-            parens += 1
-        elif ch == ")" and parens:
-            parens -= 1
-        elif ch == "<":
-            angles += 1
-        elif ch == ">" and angles:
-            angles -= 1
-        elif ch in " \t\n":
-            nxt = window[m.end():m.end() + 1]
-            prev = window[pos - 1:pos]
-            if (not (stars % 2 or unders % 2 or tildes % 2 or brackets or parens or angles)
-                    and (nxt.isalpha() or nxt == "$") and prev not in (" ", "\\", "") and pos > 0):
-                candidates.append((pos, m.end()))
-    for cut in reversed(candidates[-4:]):  # math is checked last: it needs a scan of its own
-        if not math.open_before(window[:cut[0]]):
-            return cut
-    return None
-
-
-def _is_delimiter(text: str, start: int, end: int) -> bool:
-    """Whether a run of * or _ can open/close emphasis (not `a * b`, not snake_case)."""
-    before = text[start - 1] if start else " "
-    after = text[end] if end < len(text) else " "
-    if before.isspace() and after.isspace():
-        return False
-    return not (text[start] == "_" and before.isalnum() and after.isalnum())
