@@ -31,7 +31,7 @@ CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with i
     ("Channels: close_old_connections before every event", ("aclose_old_connections",)),
     ("in-memory channel layer: _clean_expired scans every channel", ("_clean_expired",)),
     ("model stream client (huggingface_hub, httpx2, httpcore2)", ("huggingface_hub", "httpx2", "httpcore2", "h11/")),
-    ("Markdown render + sanitize (chat/rendering)", ("chat/rendering.py",)),
+    ("Markdown render + sanitize (chat/rendering)", ("chat/rendering/",)),
     ("templates (django/template)", ("django/template",)),
     ("channel layer (group_send, receive)", ("channels/layers.py", "channels_redis", "redis/asyncio")),
     ("DB: search index updates (chat/search)", ("chat/search.py",)),

@@ -93,3 +93,51 @@ def test_a_code_block_is_highlighted_and_has_a_copy_button(chat):
     copied = chat.page.evaluate("navigator.clipboard.readText()")
     assert copied.rstrip("\n") == CODE.rstrip("\n")
     expect(copy).to_have_text("Copy")  # the confirmation goes away by itself
+
+
+GFM_REPLY = (
+    "Here are the steps:\n1. Preheat the oven.\n2. Mix the batter.\n\n"
+    "| name | qty |\n|:---|---:|\n| flour | 200 g |\n| eggs | 2 |\n\n"
+    "```python\ntotal = sum(x * x for x in values)\n```\n\n"
+    "The energy is $E = mc^2$, and\n\n$$\\int_0^1 x\\,dx = \\frac{1}{2}$$\n\n"
+    "It costs $5 and $10. " + " ".join(f"Closing word {i}." for i in range(30))
+)
+
+SHAPE = """(body) => ({
+  items: body.querySelectorAll("ol > li").length,
+  rows: body.querySelectorAll("table tbody tr").length,
+  code: body.querySelectorAll(".codehilite pre").length,
+  codeText: [...body.querySelectorAll(".codehilite pre")].map((p) => p.textContent.trim()).join("|"),
+  inlineMath: body.querySelectorAll('math[display="inline"]').length,
+  blockMath: body.querySelectorAll('math[display="block"]').length,
+  mathIsMathML: [...body.querySelectorAll("math")].every((m) => m.namespaceURI === "http://www.w3.org/1998/Math/MathML"),
+  mathHeight: Math.round(body.querySelector('math[display="block"]')?.getBoundingClientRect().height || 0) > 10,
+  dollars: (body.textContent.match(/\\$/g) || []).length,
+})"""
+
+
+@pytest.mark.browser
+def test_a_gfm_reply_shows_list_table_code_and_math_while_streaming_and_after_reload(chat):
+    chat.send("Show me everything " + scripted_reply(GFM_REPLY) + " #delay=0.03")
+    reply = chat.replies.last
+    body = chat.body(reply)
+    # While the closing words are still streaming, every construct is already shown as in the end.
+    expect(body.locator('math[display="block"]')).to_have_count(1)
+    streaming = body.evaluate(SHAPE)
+    assert reply.get_attribute("data-status") == "generating", "the reply finished before it could be seen streaming"
+    expected = {"items": 2, "rows": 2, "code": 1, "codeText": "total = sum(x * x for x in values)",
+                "inlineMath": 1, "blockMath": 1, "mathIsMathML": True, "mathHeight": True, "dollars": 2}
+    assert streaming == expected, streaming
+    expect(reply).to_have_attribute("data-status", "complete", timeout=15_000)
+    assert chat.body(chat.replies.last).evaluate(SHAPE) == expected
+    # The header of the code block names its language; the Copy button sits beside it, not over the code.
+    block = chat.body(chat.replies.last).locator(".codehilite")
+    expect(block).to_have_attribute("data-lang", "python")
+    boxes = chat.page.evaluate(
+        "([b, p]) => [b.getBoundingClientRect().bottom, p.getBoundingClientRect().top]",
+        [block.get_by_test_id("copy-code").element_handle(), block.locator("pre").element_handle()],
+    )
+    assert boxes[0] <= boxes[1] + 1, boxes
+    chat.reload()
+    expect(chat.body(chat.replies.last)).to_contain_text("Closing word 29.")
+    assert chat.body(chat.replies.last).evaluate(SHAPE) == expected
