@@ -29,25 +29,26 @@ REPO = Path(__file__).resolve().parent.parent
 
 # name: (module, time budget in seconds: quick, full). A budget is a hard stop, not a target.
 SECTIONS = {
-    "relay": ("bench.relay", 75, 300),
+    "relay": ("bench.relay", 110, 480),
     "costs": ("bench.costs", 30, 120),
     "first_token": ("bench.first_token", 40, 120),
     "connections": ("bench.connections", 40, 200),
     "local_model": ("bench.local_model", 45, 120),
     "pages": ("bench.pages", 30, 90),
     "storage_calls": ("bench.storage_calls", 30, 90),
-    "profile": ("bench.profile", 120, 150),  # only with --profile
+    "profile": ("bench.profile", 150, 180),  # only with --profile
 }
 DEFAULT = [name for name in SECTIONS if name != "profile"]
 
 CONFIG = [
-    "Servers: daphne 4 (one process unless stated), DEBUG=0 (the page benchmark: DEBUG=1, see §6), SQLite, "
+    "Servers: daphne 4 (one process unless stated; §1 runs it through `python -m config.serve`, the Procfile's launcher), DEBUG=0 (the page benchmark: DEBUG=1, see §6), SQLite, "
     "in-memory channel layer (Redis where stated), the local folder store unless S3 (moto) is stated; the "
     "per-user rate limits are lifted so that the limiter is not what is measured.",
     "The machine may be shared: each section's header gives the average number of busy cores during it, "
     "split into this benchmark's processes and everybody else's; latency figures are only as quiet as that.",
-    "Clients run in the benchmark's own process (`websockets` for sockets, aiohttp for the direct model "
-    "reads, http.client for pages), never in the server's.",
+    "Clients never run in a server's process: §1's run in two client processes of their own (bench/load.py), "
+    "the other sections' in the section's process (`websockets` for sockets, aiohttp for the direct model reads, "
+    "http.client for pages).",
 ]
 
 

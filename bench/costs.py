@@ -31,6 +31,7 @@ STYLES = {
 }
 FLAT_ALLOWED = 1.25
 SERVER_DELAY = 0.005  # 200 tokens/s: fast enough to be short, slow enough that deltas are not coalesced
+LIMIT_US = 100.0  # issue 14: server CPU per relayed token, one tab
 REFERENCE_US = 37.0  # tenstorrent/tt-inference-server PR #1961 (field notes)
 RERENDER_MS_PER_KB = 0.7  # marked + DOMPurify re-render per flush (cymoo/lovia#110, field notes)
 
@@ -134,6 +135,9 @@ def run(mode: str, workdir: Path) -> dict:
         result["rows"].append(report.flat("daphne CPU per relayed token (1 tab): 100 → 1,000 tokens",
                                           by_n[100]["us"], by_n[1000]["us"], unit="µs", digits=0, allowed=FLAT_ALLOWED))
     longest = served[-1]
+    result["rows"].append(report.check(
+        f"daphne CPU per relayed token ({longest['tokens']:,} tokens, 1 tab)", longest["us"], LIMIT_US, unit="µs",
+        digits=0))
     result["rows"].append(report.check(
         f"daphne CPU per relayed token ({longest['tokens']:,} tokens, 1 tab)", longest["us"], REFERENCE_US, unit="µs",
         digits=0, reference="a Python streaming server, tt-inference-server #1961"))

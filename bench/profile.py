@@ -20,8 +20,14 @@ from pathlib import Path
 
 from bench import report
 from bench.clients import Tab
-from bench.relay import prompt, warm_up
+from bench.clients import token_latencies
+from bench.load import Load, as_reply
+from bench.relay import STAGGER, warm_up, tabs_for
+from bench.relay_plan import QUICK_TOKENS, TOKENS, Scenario
 from bench.servers import CpuMeter, ModelServer, daphne, raise_fd_limit, seed, server_env
+from bench.stats import fmt, median, percentile
+
+CROWD_RATE = 20.0  # tokens/s per reply, as in §1
 
 CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with it); the first match wins
     ("SSL context built per reply (httpx client per model call)", ("create_default_context",)),
@@ -113,19 +119,25 @@ async def long_reply(server, user: dict, workdir: Path) -> tuple[dict, str]:
     return spy.result(), f"daphne CPU {meter.used['daphne'] / 2000 * 1e6:,.0f} µs per token"
 
 
-async def burst(server, users: list[dict], workdir: Path) -> tuple[dict, str]:
-    tabs = [Tab(server.ws_url, token=user["token"]) for user in users]
-    await asyncio.gather(*(tab.connect() for tab in tabs))
-    spy = Spy(server.process.pid, workdir / "burst.txt", 8)
-    started = time.monotonic()
-    try:
-        replies = await asyncio.gather(*(tab.turn(user["conversations"][0], prompt(100), timeout=120)
-                                         for tab, user in zip(tabs, users)))
-    finally:
-        await asyncio.gather(*(tab.close() for tab in tabs))
-    first = sorted((reply.deltas[0][0] - sent) * 1000 for sent, reply in replies if reply.deltas)
-    return spy.result(), (f"{len(users)} replies started at once; first token after p50 {first[len(first) // 2]:,.0f} ms, "
-                          f"max {first[-1]:,.0f} ms; all done in {time.monotonic() - started:.1f} s")
+def crowd(server, users: list[dict], workdir: Path, tokens: int) -> tuple[dict, str]:
+    """§1's 200-conversation case (one user each, 20 tokens/s, started within a second), clients in bench.load."""
+    scenario = Scenario("profile", "profile", len(users), tokens, CROWD_RATE, "one", None)
+    spies: list[Spy] = []
+    seconds = tokens / CROWD_RATE + STAGGER + 1
+
+    def on_start() -> None:
+        spies.append(Spy(server.process.pid, workdir / "crowd.txt", seconds))
+
+    results = Load(workdir, "profile-crowd").run("sockets", tabs_for(scenario, users, [server.ws_url]),
+                                                 on_start=on_start, timeout=tokens / CROWD_RATE * 12 + 30)
+    replies = [(item["sent"], as_reply(item)) for item in results if not item["failure"]]
+    first = [(reply.deltas[0][0] - sent) * 1000 for sent, reply in replies if reply.deltas]
+    latency = [x for _, reply in replies for x in token_latencies(reply.deltas)]
+    failed = len(results) - len(replies)
+    return spies[0].result(), (
+        f"{len(users)} conversations, {tokens} tokens at {CROWD_RATE:g} tokens/s, started within {STAGGER:g} s; "
+        f"first token p50 {fmt(median(first), 0)} / p99 {fmt(percentile(first, 99), 0)} ms; latency per token "
+        f"(model → tab) p50 {fmt(median(latency), 1)} / p99 {fmt(percentile(latency, 99), 1)} ms; {failed} failed")
 
 
 def page(server, user: dict, workdir: Path) -> tuple[dict, str]:
@@ -203,16 +215,16 @@ def run(mode: str, workdir: Path) -> dict:
     try:
         relay_server = daphne(server_env(workdir / "relay", model.url), _mkdir(workdir / "relay"), "daphne-relay")
         try:
-            one, crowd, warm, idle = seed(relay_server, {"groups": [
+            one, many, warm, idle = seed(relay_server, {"groups": [
                 {"prefix": "long", "users": 1, "conversations": 2},
-                {"prefix": "burst", "users": 50, "conversations": 1},
+                {"prefix": "crowd", "users": 200, "conversations": 1},
                 {"prefix": "warm", "users": 1, "conversations": 1},
                 {"prefix": "idle", "users": 1, "conversations": 1, "token": False, "cookie": True}]})["groups"]
-            asyncio.run(warm_up(relay_server, warm[0]))
+            asyncio.run(warm_up([relay_server.ws_url], warm))
             found, detail = asyncio.run(long_reply(relay_server, one[0], workdir))
             result["tables"].append(table("One tab, a 2,000-token Markdown reply at 5 ms/token", found, detail))
-            found, detail = asyncio.run(burst(relay_server, crowd, workdir))
-            result["tables"].append(table("A burst of replies (50 conversations, 100 tokens at 20 ms/token)", found, detail))
+            found, detail = crowd(relay_server, many, workdir, TOKENS if mode == "full" else QUICK_TOKENS)
+            result["tables"].append(table(f"§1's {len(many)}-conversation case", found, detail))
             held = 5000 if mode == "full" else 2000
             for title, found, detail in asyncio.run(handshakes(relay_server, idle[0]["cookie"], workdir, held)):
                 result["tables"].append(table(title, found, detail))
