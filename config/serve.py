@@ -131,7 +131,7 @@ class Launcher:
             sock.close()  # the child has its copy; one left here would queue connections nobody accepts
         worker = Worker(index, process)
         self.workers[process.pid] = worker
-        logger.info("daphne process started", extra={"process": index, "pid": process.pid,
+        logger.info("daphne process started", extra={"worker": index, "pid": process.pid,
                                                       "address": f"{self.host}:{self.port}"})
         return worker
 
@@ -149,7 +149,7 @@ class Launcher:
                     continue
                 code = os.waitstatus_to_exitcode(status)
                 worker.process.returncode = code
-                logger.warning("daphne process exited", extra={"process": worker.index, "pid": pid, "code": code})
+                logger.warning("daphne process exited", extra={"worker": worker.index, "pid": pid, "code": code})
                 if not self._may_restart():
                     logger.error("daphne processes keep exiting; stopping", extra={
                         "exits": len(self.deaths), "window_seconds": RESTART_WINDOW})
@@ -159,7 +159,7 @@ class Launcher:
         except _Stop:
             self.stop()
             return 0
-        except ServeError:
+        except BaseException:  # a socket that cannot be opened, a bug: no process is left behind
             self.stop()
             raise
 
@@ -189,11 +189,11 @@ class Launcher:
                 worker.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 logger.warning("daphne process did not stop in time; killing it",
-                               extra={"process": worker.index, "pid": worker.process.pid})
+                               extra={"worker": worker.index, "pid": worker.process.pid})
                 worker.process.kill()
                 worker.process.wait()
         self.workers.clear()
-        logger.info("every daphne process stopped", extra={"processes": len(workers)})
+        logger.info("every daphne process stopped", extra={"workers": len(workers)})
 
 
 class _Stop(Exception):

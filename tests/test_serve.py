@@ -43,12 +43,16 @@ class Launcher:
                  "--processes", str(self.processes), "--grace", "10"],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_for_pids(self.processes)
-        deadline = time.monotonic() + 30
-        while True:  # each process listens on its own socket: every one must be up
-            if all(listening(pid, self.port) for pid in self.pids()):
-                return self
+        self.wait_until_serving(self.processes)
+        return self
+
+    def wait_until_serving(self, count: int, timeout: float = 60) -> None:
+        """Until `count` daphne processes have started serving (their sockets listen from the launcher's
+        start, but a connection hashed to a process still importing Django waits for it)."""
+        deadline = time.monotonic() + timeout
+        while self.log().count("Listening on TCP address") < count:
             assert self.process.poll() is None, f"the launcher exited:\n{self.log()}"
-            assert time.monotonic() < deadline, f"the daphne processes did not listen within 30 s:\n{self.log()}"
+            assert time.monotonic() < deadline, f"{count} daphne processes did not serve in {timeout} s:\n{self.log()}"
             time.sleep(0.1)
 
     def log(self) -> str:
@@ -202,13 +206,15 @@ async def test_a_process_that_dies_is_replaced_and_the_port_keeps_serving(launch
     served, token = launcher
     first, second = served.pids()
     os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while len(STARTED.findall(served.log())) < 3:  # the launcher's line for the replacement
+        assert time.monotonic() < deadline, f"no process was started in place of the killed one:\n{served.log()}"
+        time.sleep(0.1)
     pids = served.wait_for_pids(2)
     assert first not in pids and second in pids, served.log()
     replacement = next(pid for pid in pids if pid != second)
-    deadline = time.monotonic() + 30
-    while not listening(replacement, served.port):
-        assert time.monotonic() < deadline, f"the new process does not listen:\n{served.log()}"
-        time.sleep(0.1)
+    assert listening(replacement, served.port), "the new process has no socket on the port"
+    served.wait_until_serving(3)
     tabs = [await LiveSocket.connect(served.ws_url, token) for _ in range(20)]
     holders = {holder(tab, served.port, pids) for tab in tabs}
     for tab in tabs:
