@@ -181,6 +181,7 @@ def main(argv: list[str]) -> int:
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
     misses = sum(1 for r in results for row in r["rows"] if row["verdict"] in (report.MISS, report.ERROR))
+    misses += sum(1 for r in results if r.get("error"))  # a section that failed measured nothing
     print(f"bench: {misses} missed target(s)" if misses else "bench: every target held", flush=True)
     return 0
 

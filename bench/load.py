@@ -36,18 +36,24 @@ START_DELAY = 0.5  # seconds between `go` and the load's start: every process ha
 # --- in the client process ------------------------------------------------------------
 
 
-async def _connect(tabs: list[tuple[Tab, dict]]) -> None:
+async def _connect(tabs: list[tuple[Tab, dict]]) -> dict[int, str]:
+    """Connect every tab (watchers also open their conversation); {index: why} of those that failed."""
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    failed: dict[int, str] = {}
 
-    async def one(tab: Tab, spec: dict) -> None:
+    async def one(index: int, tab: Tab, spec: dict) -> None:
         async with gate:
-            await tab.connect(timeout=60)
-            if not spec.get("send"):
-                start = len(tab.inbox)
-                await tab.send("conversation.open", conversation=spec["conversation"])
-                await tab.wait("conversation.state", start=start, timeout=60)
+            try:
+                await tab.connect(timeout=60)
+                if not spec.get("send"):
+                    start = len(tab.inbox)
+                    await tab.send("conversation.open", conversation=spec["conversation"])
+                    await tab.wait("conversation.state", start=start, timeout=60)
+            except Exception as error:  # a refused or timed-out handshake is a failure to report, not a crash
+                failed[index] = f"connect: {type(error).__name__}: {error}"
 
-    await asyncio.gather(*(one(tab, spec) for tab, spec in tabs))
+    await asyncio.gather(*(one(i, tab, spec) for i, (tab, spec) in enumerate(tabs)))
+    return failed
 
 
 async def _follow(tab: Tab, spec: dict, start_at: float, timeout: float) -> dict:
@@ -69,10 +75,17 @@ async def _follow(tab: Tab, spec: dict, start_at: float, timeout: float) -> dict
 
 async def _sockets(spec: dict) -> list[dict]:
     tabs = [(Tab(t["url"], token=t["token"]), t) for t in spec["tabs"]]
-    await _connect(tabs)
+    failed = await _connect(tabs)
     start_at = _ready_then_go()
+
+    async def follow(index: int, tab: Tab, t: dict) -> dict:
+        if index in failed:
+            return {"send": bool(t.get("send")), "conversation": t["conversation"], "sent": None,
+                    "failure": failed[index]}
+        return await _follow(tab, t, start_at, spec["timeout"])
+
     try:
-        return list(await asyncio.gather(*(_follow(tab, t, start_at, spec["timeout"]) for tab, t in tabs)))
+        return list(await asyncio.gather(*(follow(i, tab, t) for i, (tab, t) in enumerate(tabs))))
     finally:
         await asyncio.gather(*(tab.close() for tab, _ in tabs))
 

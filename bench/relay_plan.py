@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TOKENS = 150  # tokens per reply (full run)
-QUICK_TOKENS = 60
+QUICK_TOKENS = 40
 
 
 def prompt(tokens: int, delay: float) -> str:

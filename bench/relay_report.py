@@ -110,6 +110,6 @@ def section(mode: str, outcomes: list[Outcome]) -> dict:
         "processes on one port, next to 1 process (in-memory layer) and, in the full run, 1 process with Redis.",
     ]
     if mode == "quick":
-        result["notes"].append("Quick mode: smaller counts and 60-token replies (labelled); the 500-conversation and "
+        result["notes"].append("Quick mode: smaller counts and 40-token replies (labelled); the 500-conversation and "
                                "1-process-with-Redis scenarios run only in the full run.")
     return result
