@@ -43,7 +43,7 @@ async def connect_many(tabs: list[Tab]) -> list[str]:
 async def ping_sample(tabs: list[Tab]) -> list[float]:
     """Round trips (ms) of `ping` → `pong` on sockets spread over all of them."""
     rtts = []
-    live = [tab for tab in tabs if tab.closed_with is None]
+    live = [tab for tab in tabs if tab.ws is not None and tab.closed_with is None]
     for tab in live[:: max(1, len(live) // PINGS)][:PINGS]:
         start = len(tab.inbox)
         sent = await tab.send("ping")
@@ -71,7 +71,7 @@ async def measure(server, cookie: str, counts: tuple[int, ...]) -> tuple[int, li
             client_share = (time.process_time() - client_cpu) / took if took else float("nan")
             tabs += new
             await asyncio.sleep(2.0)  # let the server settle before reading its memory
-            open_now = sum(1 for tab in tabs if tab.closed_with is None)
+            open_now = sum(1 for tab in tabs if tab.ws is not None and tab.closed_with is None)
             rss = rss_bytes(pid)
             rtts = await ping_sample(tabs)
             steps.append({"target": target, "open": open_now, "failures": len(failures),

@@ -4,8 +4,9 @@ One daphne process is one Python interpreter: it relays on one core however many
 machine has (a Heroku Performance dyno, a VM). This launcher opens the listening port
 itself, once per process, with SO_REUSEPORT: every process gets a socket of its own on
 the same address, and the kernel hashes each new connection to one of them, so a burst
-of reconnecting tabs spreads evenly instead of going to whichever process woke first
-(what one shared socket does). Each daphne adopts its socket with `--fd`; the launcher
+of reconnecting tabs spreads evenly over the processes (with one socket shared by all,
+epoll wakes the waiting processes last-in first-out, and one process can end up
+accepting most of a burst). Each daphne adopts its socket with `--fd`; the launcher
 keeps no copy, so a connection is never queued on a socket nobody accepts from.
 
 The processes share nothing but the database, Redis and the store: more than one needs
