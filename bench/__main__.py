@@ -60,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the run's temporary folder (logs, databases)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile daphne in the workloads that miss (needs py-spy: pip install py-spy==0.4.1)")
+    parser.add_argument("--before", help="an earlier run's results (the .json written next to its report): its "
+                        "figures are shown next to this run's")
     parser.add_argument("--section", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -173,8 +175,13 @@ def main(argv: list[str]) -> int:
         seconds = time.monotonic() - started
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
+        before = report.before_figures(Path(args.before)) if args.before else None
         report.write_markdown(output, results, mode=mode, started=started_at, seconds=seconds, config=CONFIG,
-                              charts_dir=output.parent)
+                              charts_dir=output.parent, before=before,
+                              before_label=f"`{args.before}`" if args.before else "")
+        # The raw rows, for a later run's --before (copy it aside before optimising).
+        output.with_suffix(".json").write_text(json.dumps(
+            {"started": started_at.isoformat(), "mode": mode, "results": results}, indent=1))
         print(f"bench: wrote {output} in {seconds:.0f} s", flush=True)
         if args.keep or any(r.get("error") for r in results):
             print(f"bench: logs kept in {run_dir}", flush=True)
