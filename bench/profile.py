@@ -15,6 +15,7 @@ import collections
 import http.client
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from bench.servers import CpuMeter, ModelServer, daphne, raise_fd_limit, seed, s
 from bench.stats import fmt, median, percentile
 
 CROWD_RATE = 20.0  # tokens/s per reply, as in §1
+# The virtual environment's own py-spy (make bench runs its python without activating it), else PATH's.
+PY_SPY = next((str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None) or shutil.which("py-spy")
 
 CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with it); the first match wins
     ("SSL context built per reply (httpx client per model call)", ("create_default_context",)),
@@ -91,7 +94,7 @@ class Spy:
     def __init__(self, pid: int, out: Path, seconds: float) -> None:
         self.out = out
         self.process = subprocess.Popen(
-            ["py-spy", "record", "--nonblocking", "--idle", "--threads", "-r", "200", "-f", "raw", "-d",
+            [PY_SPY, "record", "--nonblocking", "--idle", "--threads", "-r", "200", "-f", "raw", "-d",
              str(max(1, round(seconds))), "-p", str(pid), "-o", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -208,7 +211,7 @@ def table(title: str, found: dict, detail: str) -> dict:
 def run(mode: str, workdir: Path) -> dict:
     result = report.section("profile", "Profiles of daphne (py-spy)")
     raise_fd_limit()
-    if shutil.which("py-spy") is None:
+    if PY_SPY is None:
         result["error"] = "py-spy is not installed (pip install py-spy==0.4.1)"
         return result
     model = ModelServer(workdir, "model-server").start()
