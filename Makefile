@@ -52,8 +52,9 @@ test-postgres: install
 	|| { echo "make test-postgres: PostgreSQL is unreachable at $(POSTGRES_URL) (set POSTGRES_URL)" >&2; exit 1; }
 	DATABASE_URL="$(POSTGRES_URL)" $(PYTHON) -m pytest -m "not browser and not slow"
 
+# The full run, with the py-spy profile of the 200-conversation case (issue 14).
 bench: install
-	$(PYTHON) -m bench
+	$(PYTHON) -m bench --profile
 
 bench-quick: install
 	$(PYTHON) -m bench --quick

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
@@ -29,25 +29,26 @@ REPO = Path(__file__).resolve().parent.parent
 
 # name: (module, time budget in seconds: quick, full). A budget is a hard stop, not a target.
 SECTIONS = {
-    "relay": ("bench.relay", 75, 300),
+    "relay": ("bench.relay", 110, 480),
     "costs": ("bench.costs", 30, 120),
     "first_token": ("bench.first_token", 40, 120),
     "connections": ("bench.connections", 40, 200),
     "local_model": ("bench.local_model", 45, 120),
     "pages": ("bench.pages", 30, 90),
     "storage_calls": ("bench.storage_calls", 30, 90),
-    "profile": ("bench.profile", 120, 150),  # only with --profile
+    "profile": ("bench.profile", 150, 180),  # only with --profile
 }
 DEFAULT = [name for name in SECTIONS if name != "profile"]
 
 CONFIG = [
-    "Servers: daphne 4 (one process unless stated), DEBUG=0 (the page benchmark: DEBUG=1, see §6), SQLite, "
+    "Servers: daphne 4 (one process unless stated; §1 runs it through `python -m config.serve`, the Procfile's launcher), DEBUG=0 (the page benchmark: DEBUG=1, see §6), SQLite, "
     "in-memory channel layer (Redis where stated), the local folder store unless S3 (moto) is stated; the "
     "per-user rate limits are lifted so that the limiter is not what is measured.",
     "The machine may be shared: each section's header gives the average number of busy cores during it, "
     "split into this benchmark's processes and everybody else's; latency figures are only as quiet as that.",
-    "Clients run in the benchmark's own process (`websockets` for sockets, aiohttp for the direct model "
-    "reads, http.client for pages), never in the server's.",
+    "Clients never run in a server's process: §1's run in two client processes of their own (bench/load.py), "
+    "the other sections' in the section's process (`websockets` for sockets, aiohttp for the direct model reads, "
+    "http.client for pages).",
 ]
 
 
@@ -59,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the run's temporary folder (logs, databases)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile daphne in the workloads that miss (needs py-spy: pip install py-spy==0.4.1)")
+    parser.add_argument("--before", help="an earlier run's results (the .json written next to its report): its "
+                        "figures are shown next to this run's")
     parser.add_argument("--section", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -157,7 +160,7 @@ def main(argv: list[str]) -> int:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise SystemExit(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     started = time.monotonic()
     run_dir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     print(f"bench: {mode} run, sections {', '.join(names)}; working folder {run_dir}", flush=True)
@@ -172,14 +175,20 @@ def main(argv: list[str]) -> int:
         seconds = time.monotonic() - started
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
+        before = report.before_figures(Path(args.before)) if args.before else None
         report.write_markdown(output, results, mode=mode, started=started_at, seconds=seconds, config=CONFIG,
-                              charts_dir=output.parent)
+                              charts_dir=output.parent, before=before,
+                              before_label=f"`{args.before}`" if args.before else "")
+        # The raw rows, for a later run's --before (copy it aside before optimising).
+        output.with_suffix(".json").write_text(json.dumps(
+            {"started": started_at.isoformat(), "mode": mode, "results": results}, indent=1))
         print(f"bench: wrote {output} in {seconds:.0f} s", flush=True)
         if args.keep or any(r.get("error") for r in results):
             print(f"bench: logs kept in {run_dir}", flush=True)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
     misses = sum(1 for r in results for row in r["rows"] if row["verdict"] in (report.MISS, report.ERROR))
+    misses += sum(1 for r in results if r.get("error"))  # a section that failed measured nothing
     print(f"bench: {misses} missed target(s)" if misses else "bench: every target held", flush=True)
     return 0
 

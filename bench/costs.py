@@ -18,8 +18,8 @@ from bench import report
 from bench.servers import CpuMeter, ModelServer, daphne, seed, server_env
 from bench.stats import fmt, percentile
 from chat import events, protocol
-from chat.rendering import StreamRenderer, render_markdown
 from chat.client.tab import Tab
+from chat.rendering import StreamRenderer, render_markdown
 from tests.fake_model_server import markdown_tokens
 
 LENGTHS = (100, 1000, 5000)
@@ -31,6 +31,7 @@ STYLES = {
 }
 FLAT_ALLOWED = 1.25
 SERVER_DELAY = 0.005  # 200 tokens/s: fast enough to be short, slow enough that deltas are not coalesced
+LIMIT_US = 100.0  # issue 14: server CPU per relayed token, one tab
 REFERENCE_US = 37.0  # tenstorrent/tt-inference-server PR #1961 (field notes)
 RERENDER_MS_PER_KB = 0.7  # marked + DOMPurify re-render per flush (cymoo/lovia#110, field notes)
 
@@ -71,7 +72,7 @@ async def through_server(workdir: Path, lengths: tuple[int, ...]) -> list[dict]:
         out = []
         try:
             # A short warm-up reply: imports, the model client, the first store write.
-            await tab.turn(user["conversations"][-1], f"warm up #tokens=20 #markdown")
+            await tab.turn(user["conversations"][-1], "warm up #tokens=20 #markdown")
             for count, conversation in zip(lengths, user["conversations"]):
                 content = f"cost #tokens={count} #delay={SERVER_DELAY} #markdown"
                 with CpuMeter({"daphne": server.process.pid}) as meter:
@@ -134,6 +135,9 @@ def run(mode: str, workdir: Path) -> dict:
         result["rows"].append(report.flat("daphne CPU per relayed token (1 tab): 100 → 1,000 tokens",
                                           by_n[100]["us"], by_n[1000]["us"], unit="µs", digits=0, allowed=FLAT_ALLOWED))
     longest = served[-1]
+    result["rows"].append(report.check(
+        f"daphne CPU per relayed token ({longest['tokens']:,} tokens, 1 tab)", longest["us"], LIMIT_US, unit="µs",
+        digits=0))
     result["rows"].append(report.check(
         f"daphne CPU per relayed token ({longest['tokens']:,} tokens, 1 tab)", longest["us"], REFERENCE_US, unit="µs",
         digits=0, reference="a Python streaming server, tt-inference-server #1961"))

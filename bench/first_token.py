@@ -20,6 +20,7 @@ from bench.stats import fmt, median, percentile
 from chat.client.tab import Tab
 
 PROMPT = "First token, please. #tokens=20"
+LIMIT_MS = 5.0  # issue 14: one conversation alone, added before the first token
 REFERENCE_MS = 3.0  # LiteLLM proxy's added latency per request (field notes)
 TURNS = {"quick": 5, "full": 25}
 
@@ -78,9 +79,15 @@ def run(mode: str, workdir: Path) -> dict:
         for case, label in (("existing", "message in a conversation"), ("new", "new conversation")):
             added = [x - base for x in samples[case]]
             p50, p99 = median(added), percentile(added, 99)
-            result["rows"].append(report.check(
-                f"{store}, {label}: added time to first token", p50, REFERENCE_MS, unit="ms",
-                measured=f"p50 {fmt(p50)} / p99 {fmt(p99)} ms", reference="LiteLLM proxy ≈ 3 ms per request"))
+            measured = f"p50 {fmt(p50)} / p99 {fmt(p99)} ms ({len(added)} turns)"
+            if store == "local folder" and case == "existing":  # issue 14: one conversation alone
+                result["rows"].append(report.check(
+                    f"one conversation alone ({store}): added time to first token, p50", p50, LIMIT_MS, unit="ms",
+                    measured=measured))
+            else:
+                result["rows"].append(report.check(
+                    f"{store}, {label}: added time to first token, p50", p50, REFERENCE_MS, unit="ms",
+                    measured=measured, reference="LiteLLM proxy ≈ 3 ms per request"))
             rows.append([store, label, len(added), f"{fmt(base, 2)}", f"{fmt(median(samples[case]))} / "
                          f"{fmt(percentile(samples[case], 99))}", f"{fmt(p50)} / {fmt(p99)}"])
     result["tables"].append({
@@ -88,8 +95,10 @@ def run(mode: str, workdir: Path) -> dict:
         "headers": ["store", "turn", "samples", "model's own p50", "through the server p50 / p99", "added p50 / p99"],
         "rows": rows})
     result["notes"] += [
-        "The issue sets no limit for this figure; it is compared with the field notes' gateway figure (LiteLLM "
-        "proxy adds about 3 ms per request), which is a figure to beat, not a target.",
+        "Issue 14 sets the limit for one conversation alone (a message in an existing conversation, the local "
+        "folder store): ≤ 5 ms added before the first token (p50 checked, p99 shown). The other cases are compared "
+        "with the field notes' gateway figure (LiteLLM proxy adds about 3 ms per request), a figure to beat, not a "
+        "target. 200 conversations started in the same second: §1.",
         "A turn stores the user message (a read and a conditional write of the transcript), claims the "
         "conversation in the database and opens the model stream before the first token can arrive; a new "
         "conversation creates the transcript and its row instead.",

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.clients import Tab
 from bench.rendering import hostile_inputs
 from bench.servers import ModelServer, daphne, seed, server_env
 from bench.stats import percentile
+from chat.client.tab import Tab
 
 STREAMS = 12
 PING_EVERY = 0.02

@@ -15,13 +15,22 @@ import collections
 import http.client
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from bench import report
-from bench.relay import prompt, warm_up
+from bench.clients import token_latencies
+from bench.load import Load, as_reply
+from bench.relay import STAGGER, tabs_for, warm_up
+from bench.relay_plan import QUICK_TOKENS, TOKENS, Scenario
 from bench.servers import CpuMeter, ModelServer, daphne, raise_fd_limit, seed, server_env
+from bench.stats import fmt, median, percentile
 from chat.client.tab import Tab
+
+CROWD_RATE = 20.0  # tokens/s per reply, as in §1
+# The virtual environment's own py-spy (make bench runs its python without activating it), else PATH's.
+PY_SPY = next((str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None) or shutil.which("py-spy")
 
 CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with it); the first match wins
     ("SSL context built per reply (httpx client per model call)", ("create_default_context",)),
@@ -31,16 +40,17 @@ CATEGORIES = [  # (name, markers in a stack frame; "^" = the frame starts with i
     ("Channels: close_old_connections before every event", ("aclose_old_connections",)),
     ("in-memory channel layer: _clean_expired scans every channel", ("_clean_expired",)),
     ("model stream client (huggingface_hub, httpx2, httpcore2)", ("huggingface_hub", "httpx2", "httpcore2", "h11/")),
-    ("Markdown render + sanitize (chat/rendering)", ("chat/rendering/",)),
+    ("Markdown render + sanitize (chat/rendering)", ("chat/rendering.py",)),
     ("templates (django/template)", ("django/template",)),
     ("channel layer (group_send, receive)", ("channels/layers.py", "channels_redis", "redis/asyncio")),
     ("DB: search index updates (chat/search)", ("chat/search.py",)),
-    ("DB: reply claim, heartbeat, release (chat/replies/claim)", ("chat/replies/claim.py",)),
+    ("DB: reply claim, heartbeat, release (chat/replies)", ("^claim (chat/replies", "^release (chat/replies",
+                                                            "^_beat (chat/replies", "^recover_if_stale")),
     ("DB: sidebar metadata mirrored after a store write", ("_mirror_metadata",)),
     ("database queries (Django ORM, SQLite)", ("django/db",)),
     ("response compression (gzip)", ("gzip",)),
     ("sidebar and messages for the page (chat/views, chat/presenters)", ("chat/views.py", "chat/presenters.py")),
-    ("transcript store (chat/store)", ("chat/store/",)),
+    ("transcript store (chat/store)", ("chat/store.py",)),
     ("consumer dispatch and send", ("channels/consumer.py", "consumers/chat.py", "channels/generic")),
     ("sessions and auth", ("channels/auth.py", "channels/sessions.py", "django/contrib/sessions")),
     ("WebSocket and TCP I/O (twisted, autobahn)", ("autobahn", "_readOrWrite", "daphne/ws_protocol",
@@ -84,7 +94,7 @@ class Spy:
     def __init__(self, pid: int, out: Path, seconds: float) -> None:
         self.out = out
         self.process = subprocess.Popen(
-            ["py-spy", "record", "--nonblocking", "--idle", "--threads", "-r", "200", "-f", "raw", "-d",
+            [PY_SPY, "record", "--nonblocking", "--idle", "--threads", "-r", "200", "-f", "raw", "-d",
              str(max(1, round(seconds))), "-p", str(pid), "-o", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -112,19 +122,25 @@ async def long_reply(server, user: dict, workdir: Path) -> tuple[dict, str]:
     return spy.result(), f"daphne CPU {meter.used['daphne'] / 2000 * 1e6:,.0f} µs per token"
 
 
-async def burst(server, users: list[dict], workdir: Path) -> tuple[dict, str]:
-    tabs = [Tab(server.ws_url, token=user["token"]) for user in users]
-    await asyncio.gather(*(tab.connect() for tab in tabs))
-    spy = Spy(server.process.pid, workdir / "burst.txt", 8)
-    started = time.monotonic()
-    try:
-        replies = await asyncio.gather(*(tab.turn(user["conversations"][0], prompt(100), timeout=120)
-                                         for tab, user in zip(tabs, users)))
-    finally:
-        await asyncio.gather(*(tab.close() for tab in tabs))
-    first = sorted((reply.deltas[0][0] - sent) * 1000 for sent, reply in replies if reply.deltas)
-    return spy.result(), (f"{len(users)} replies started at once; first token after p50 {first[len(first) // 2]:,.0f} ms, "
-                          f"max {first[-1]:,.0f} ms; all done in {time.monotonic() - started:.1f} s")
+def crowd(server, users: list[dict], workdir: Path, tokens: int) -> tuple[dict, str]:
+    """§1's 200-conversation case (one user each, 20 tokens/s, started within a second), clients in bench.load."""
+    scenario = Scenario("profile", "profile", len(users), tokens, CROWD_RATE, "one", None)
+    spies: list[Spy] = []
+    seconds = tokens / CROWD_RATE + STAGGER + 1
+
+    def on_start() -> None:
+        spies.append(Spy(server.process.pid, workdir / "crowd.txt", seconds))
+
+    results = Load(workdir, "profile-crowd").run("sockets", tabs_for(scenario, users, [server.ws_url]),
+                                                 on_start=on_start, timeout=tokens / CROWD_RATE * 12 + 30)
+    replies = [(item["sent"], as_reply(item)) for item in results if not item["failure"]]
+    first = [(reply.deltas[0][0] - sent) * 1000 for sent, reply in replies if reply.deltas]
+    latency = [x for _, reply in replies for x in token_latencies(reply.deltas)]
+    failed = len(results) - len(replies)
+    return spies[0].result(), (
+        f"{len(users)} conversations, {tokens} tokens at {CROWD_RATE:g} tokens/s, started within {STAGGER:g} s; "
+        f"first token p50 {fmt(median(first), 0)} / p99 {fmt(percentile(first, 99), 0)} ms; latency per token "
+        f"(model → tab) p50 {fmt(median(latency), 1)} / p99 {fmt(percentile(latency, 99), 1)} ms; {failed} failed")
 
 
 def page(server, user: dict, workdir: Path) -> tuple[dict, str]:
@@ -154,23 +170,29 @@ async def handshakes(server, cookie: str, workdir: Path, held: int) -> list[tupl
 
         async def one(tab: Tab) -> None:
             async with gate:
-                await tab.connect(timeout=60)
+                try:
+                    await tab.connect(timeout=60)
+                except Exception:  # a handshake the server dropped: counted, the profile goes on
+                    failures.append(tab)
 
         started = time.monotonic()
         await asyncio.gather(*(one(tab) for tab in new))
         return time.monotonic() - started
 
     out = []
+    failures: list[Tab] = []
     try:
         spy = Spy(server.process.pid, workdir / "handshakes.txt", 4)
         took = await connect(800)
         out.append(("WebSocket handshakes on an idle process (session cookie, 100 at a time)", spy.result(),
-                    f"800 sockets in {took:.1f} s ({800 / took:,.0f} handshakes/s)"))
+                    f"800 sockets in {took:.1f} s ({800 / took:,.0f} handshakes/s, {len(failures)} failed)"))
         await connect(held - 800)
+        failed_before = len(failures)
         spy = Spy(server.process.pid, workdir / "handshakes-held.txt", 4)
         took = await connect(600)
-        out.append((f"WebSocket handshakes with {held:,} sockets already open", spy.result(),
-                    f"600 more sockets in {took:.1f} s ({600 / took:,.0f} handshakes/s)"))
+        out.append((f"WebSocket handshakes with {held - failed_before:,} sockets already open", spy.result(),
+                    f"600 more sockets in {took:.1f} s ({600 / took:,.0f} handshakes/s, "
+                    f"{len(failures) - failed_before} failed)"))
     finally:
         for tab in tabs:
             if tab.ws is not None:
@@ -195,23 +217,23 @@ def table(title: str, found: dict, detail: str) -> dict:
 def run(mode: str, workdir: Path) -> dict:
     result = report.section("profile", "Profiles of daphne (py-spy)")
     raise_fd_limit()
-    if shutil.which("py-spy") is None:
+    if PY_SPY is None:
         result["error"] = "py-spy is not installed (pip install py-spy==0.4.1)"
         return result
     model = ModelServer(workdir, "model-server").start()
     try:
         relay_server = daphne(server_env(workdir / "relay", model.url), _mkdir(workdir / "relay"), "daphne-relay")
         try:
-            one, crowd, warm, idle = seed(relay_server, {"groups": [
+            one, many, warm, idle = seed(relay_server, {"groups": [
                 {"prefix": "long", "users": 1, "conversations": 2},
-                {"prefix": "burst", "users": 50, "conversations": 1},
+                {"prefix": "crowd", "users": 200, "conversations": 1},
                 {"prefix": "warm", "users": 1, "conversations": 1},
                 {"prefix": "idle", "users": 1, "conversations": 1, "token": False, "cookie": True}]})["groups"]
-            asyncio.run(warm_up(relay_server, warm[0]))
+            asyncio.run(warm_up([relay_server.ws_url], warm))
+            found, detail = crowd(relay_server, many, workdir, TOKENS if mode == "full" else QUICK_TOKENS)
+            result["tables"].append(table(f"§1's {len(many)}-conversation case", found, detail))
             found, detail = asyncio.run(long_reply(relay_server, one[0], workdir))
             result["tables"].append(table("One tab, a 2,000-token Markdown reply at 5 ms/token", found, detail))
-            found, detail = asyncio.run(burst(relay_server, crowd, workdir))
-            result["tables"].append(table("A burst of replies (50 conversations, 100 tokens at 20 ms/token)", found, detail))
             held = 5000 if mode == "full" else 2000
             for title, found, detail in asyncio.run(handshakes(relay_server, idle[0]["cookie"], workdir, held)):
                 result["tables"].append(table(title, found, detail))

@@ -12,7 +12,7 @@ import html
 import math
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.stats import fmt
@@ -158,8 +158,18 @@ def _verdict(row: dict) -> str:
     return {PASS: "pass", MISS: "**miss**", BEATS: "beats", BEHIND: "behind", INFO: "—", ERROR: "**error**"}[row["verdict"]]
 
 
+def before_figures(path: Path) -> dict[str, str]:
+    """figure → what an earlier run measured, from the JSON it wrote next to its report."""
+    import json
+
+    data = json.loads(path.read_text())
+    return {row["figure"]: f"{row['measured']} ({_verdict(row)})" for result in data["results"] for row in result["rows"]}
+
+
 def write_markdown(path: Path, results: list[dict], *, mode: str, started: datetime, seconds: float,
-                   config: list[str], charts_dir: Path) -> None:
+                   config: list[str], charts_dir: Path, before: dict[str, str] | None = None,
+                   before_label: str = "") -> None:
+    """The report; with `before` (an earlier run's figures), the summary shows them next to this run's."""
     box = machine()
     lines = [
         "# Benchmarks",
@@ -168,7 +178,7 @@ def write_markdown(path: Path, results: list[dict], *, mode: str, started: datet
         "`make bench` for the full run, `make bench-quick` for the quick one). Every figure is measured "
         "side by side with its limit in the same run.",
         "",
-        f"- Date: {started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Date: {started.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']} RAM, Linux {box['kernel']}, "
         f"Python {box['python']}",
         f"- Mode: {mode}; the run took {seconds:.0f} s",
@@ -178,11 +188,19 @@ def write_markdown(path: Path, results: list[dict], *, mode: str, started: datet
     summary_rows = []
     for result in results:
         for row in result["rows"]:
-            summary_rows.append([result["title"].split(".")[0] if result["title"][0].isdigit() else result["title"],
-                                 row["figure"], row["measured"], row["limit"], _verdict(row)])
+            cells = [result["title"].split(".")[0] if result["title"][0].isdigit() else result["title"],
+                     row["figure"]]
+            if before is not None:
+                cells.append(before.get(row["figure"], "—"))
+            summary_rows.append(cells + [row["measured"], row["limit"], _verdict(row)])
         if result.get("error"):
-            summary_rows.append([result["title"], "section failed", "—", "—", "**error**"])
-    lines += _md_table(["§", "figure", "measured", "limit", "verdict"], summary_rows)
+            summary_rows.append([result["title"], "section failed"] + ["—"] * (before is not None)
+                                + ["—", "—", "**error**"])
+    headers = ["§", "figure", "measured", "limit", "verdict"]
+    if before is not None:
+        lines += ["", f"'before' is {before_label}: the same figure from that run, with its verdict.", ""]
+        headers = ["§", "figure", "before", "after (this run)", "limit", "verdict"]
+    lines += _md_table(headers, summary_rows)
 
     misses = [(r, row) for r in results for row in r["rows"] if row["verdict"] in (MISS, ERROR)]
     behind = [(r, row) for r in results for row in r["rows"] if row["verdict"] == BEHIND]

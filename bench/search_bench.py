@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def seed(conversations: int, messages: int, rng: random.Random, words: list[str]
     weights = [1 / (rank + 1) for rank in range(len(words))]
     user = get_user_model().objects.create_user("bench", password="bench-password-123")
     per_conversation = messages // conversations
-    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
     rows, entries = [], []
     for i in range(conversations):
         created = start + timedelta(minutes=10 * i)

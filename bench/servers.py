@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -59,7 +60,7 @@ class _Process:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self, timeout: float = 30) -> "_Process":
+    def start(self, timeout: float = 30) -> _Process:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -118,7 +119,7 @@ class MotoServer(_Process):
                 "AWS_S3_REGION_NAME": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 
-    def start(self, timeout: float = 30) -> "MotoServer":
+    def start(self, timeout: float = 30) -> MotoServer:
         super().start(timeout)
         import boto3
 
@@ -198,6 +199,55 @@ def daphne(env: dict[str, str], workdir: Path, name: str = "daphne", migrate: bo
     return server.start(timeout=60)
 
 
+class ServeServer(LiveServer):
+    """`python -m config.serve --processes N`: N daphne processes on one port (the Procfile's `web`)."""
+
+    STARTED = re.compile(r"daphne process started .*\bpid=(\d+)")
+
+    def __init__(self, env: dict[str, str], processes: int, log_path: Path) -> None:
+        super().__init__(env, log_path=log_path)
+        self.processes = processes
+
+    def start(self, timeout: float = 60) -> ServeServer:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "config.serve", "--host", self.host, "--port", str(self.port),
+                 "--processes", str(self.processes)], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        # Each daphne adopts its own socket: a connection hashed to one that is not up yet
+        # would wait, so the server is ready when every process says it listens.
+        while self.log().count("Listening on TCP address") < self.processes or len(self.pids) < self.processes:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"config.serve exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"config.serve did not start {self.processes} processes in {timeout} s:\n"
+                                   f"{self.log()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        """The daphne processes (not the launcher, which only waits)."""
+        return [int(pid) for pid in self.STARTED.findall(self.log())]
+
+    def stop(self, timeout: float = 30) -> None:
+        stop_process(self.process, timeout)
+
+
+def serve(env: dict[str, str], workdir: Path, name: str, processes: int) -> ServeServer:
+    """config.serve with `processes` daphne processes; the database copied from the run's template."""
+    url = env.get("DATABASE_URL", "")
+    template = _usable_template(workdir)
+    target = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    server = ServeServer(env, processes, workdir / f"{name}.log")
+    if template is not None and target is not None and not target.exists():
+        shutil.copyfile(template, target)
+    else:
+        server.manage("migrate", "--noinput")
+    return server.start()
+
+
 def seed(server: LiveServer, spec: dict, timeout: float = 300) -> dict:
     """Run bench/seed.py with the server's environment (users, tokens, conversations)."""
     done = subprocess.run([sys.executable, "-m", "bench.seed"], input=json.dumps(spec), cwd=REPO, env=server.env,
@@ -231,7 +281,7 @@ class CpuMeter:
         self.used: dict[str, float] = {}
         self.wall = 0.0
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self._self = time.process_time()
         self._t0 = time.monotonic()

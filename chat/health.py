@@ -43,7 +43,7 @@ async def _timed(name: str, check) -> dict[str, Any]:
     started = time.monotonic()
     try:
         result = await asyncio.wait_for(check(), CHECK_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         logger.warning("health check timed out", extra={"check": name})
         result = {"ok": False, "error": "timed out"}
     except StorageUnavailable as error:  # its reasons are written to be shown (chat/store/ check())

@@ -50,7 +50,7 @@ def is_metered(model_id: str) -> bool:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def today() -> datetime.date:
@@ -61,7 +61,7 @@ def seconds_until_reset() -> int:
     """Whole seconds until the next UTC midnight, when every budget starts afresh."""
     now = _now()
     midnight = datetime.datetime.combine(now.date() + datetime.timedelta(days=1), datetime.time(),
-                                         tzinfo=datetime.timezone.utc)
+                                         tzinfo=datetime.UTC)
     return max(1, math.ceil((midnight - now).total_seconds()))
 
 

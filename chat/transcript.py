@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 FORMAT_VERSION = 1
@@ -22,7 +22,7 @@ REPLY_STATUSES = ("complete", "stopped", "failed", "interrupted")
 
 def now_iso() -> str:
     """UTC timestamp with microseconds: sorts as text, and two quick writes differ."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def new_message_id() -> str:

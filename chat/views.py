@@ -15,7 +15,6 @@ from chat.errors import ChatError
 from chat.presenters import branch_dicts, conversation_dict
 from chat.services import limits
 
-
 # The page renders the newest conversations at once; the socket's `hello`, which
 # follows within milliseconds, brings the whole list. A user with 10,000
 # conversations would otherwise wait for a page of several megabytes.

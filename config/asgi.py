@@ -13,7 +13,6 @@ from django.conf import settings  # noqa: E402
 
 from config import backpressure  # noqa: E402
 from config.logging import install_access_log_redaction  # noqa: E402
-
 from consumers.auth import socket_auth  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
 

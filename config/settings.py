@@ -262,6 +262,14 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "config.channel_layers.SweepingInMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
+# Server processes that `python -m config.serve` starts on one port (one per core uses
+# a multi-core machine; more than one needs REDIS_URL). Heroku's Python buildpack sets
+# WEB_CONCURRENCY by itself (2 x cores + 1, sized for gunicorn's sync workers, and
+# marked by WEB_CONCURRENCY_SET_BY): only a value the operator set counts.
+WEB_CONCURRENCY = 1 if _env("WEB_CONCURRENCY_SET_BY") else _env_int("WEB_CONCURRENCY", 1)
+if WEB_CONCURRENCY < 1:
+    raise ImproperlyConfigured("WEB_CONCURRENCY must be 1 or more.")
+
 # The cache holds the login throttle's counters: shared by every process through Redis
 # when there is one, else per process.
 if REDIS_URL:

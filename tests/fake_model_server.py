@@ -159,7 +159,7 @@ def markdown_tokens(count: int, style: str = "mixed") -> list[str]:
     else:
         section = 0
         while len(tokens) < count:
-            tokens += ["##", f" Section", f" {section}", "\n\n"]
+            tokens += ["##", " Section", f" {section}", "\n\n"]
             tokens += sentence(first=True) + sentence() + [" Use", " `relay", ".send`", " and", " **always**", " check."]
             tokens += sentence() + ["\n\n"]
             for _ in range(4):
@@ -317,7 +317,7 @@ class FakeModelServer:
             self._thread = None
             self._loop = None
 
-    def __enter__(self) -> "FakeModelServer":
+    def __enter__(self) -> FakeModelServer:
         self.start()
         return self
 

@@ -99,7 +99,7 @@ class LiveServer:
                     f"get_user_model().objects.get_or_create(username={username!r})")
         return self.manage("create_token", username).strip()
 
-    def start(self, timeout: float = 30) -> "LiveServer":
+    def start(self, timeout: float = 30) -> LiveServer:
         with open(self.log_path, "ab") as log:  # append mode: restarts add to the same log
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", self.host, "-p", str(self.port), "config.asgi:application"],
@@ -124,7 +124,7 @@ class LiveServer:
         """What the server printed so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -34,7 +34,7 @@ def test_root_opens_new_chat_for_a_new_user_and_latest_conversation_later(client
     client.force_login(alice)
     assert client.get("/")["Location"] == "/new/"
     assert client.get("/new/").status_code == 200
-    older, newer = a_conversation(alice), a_conversation(alice)
+    older, _newer = a_conversation(alice), a_conversation(alice)
     Conversation.objects.filter(pk=older.pk).update(updated_at=timezone.now())
     assert client.get("/")["Location"] == f"/c/{older.pk}/"
 

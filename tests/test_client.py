@@ -96,7 +96,7 @@ class Running:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            raise AssertionError(f"the client did not exit; stdout {self.stdout!r}, stderr {self.stderr!r}")
+            raise AssertionError(f"the client did not exit; stdout {self.stdout!r}, stderr {self.stderr!r}") from None
         for reader in self._readers:
             reader.join(5)
         return code

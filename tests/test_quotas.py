@@ -228,7 +228,7 @@ def test_yesterdays_use_does_not_count_today(budgets, make_user):
 def test_retry_after_is_the_time_until_utc_midnight(budgets, make_user, monkeypatch):
     budgets(user=1)
     user = make_user()
-    late = datetime.datetime(2026, 11, 25, 22, 30, 0, tzinfo=datetime.timezone.utc)
+    late = datetime.datetime(2026, 11, 25, 22, 30, 0, tzinfo=datetime.UTC)
     monkeypatch.setattr(quotas, "_now", lambda: late)
     quotas.check_and_count(user, ECHO_MODEL)
     with pytest.raises(ChatError) as refused:

@@ -65,7 +65,7 @@ async def connect_when_possible(server, token, timeout=20) -> Tab:
     while True:
         try:
             return await Tab.open(server.ws_url, token)
-        except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, asyncio.TimeoutError):
+        except (TimeoutError, OSError, websockets.ConnectionClosed, websockets.InvalidHandshake):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.3)

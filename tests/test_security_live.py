@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 import websockets
 
+from chat.client.tab import Tab
 from tests.live_server import LiveServer, server_env
-from tests.ws_client import LiveSocket
 
 MIB = 1024 * 1024
 
@@ -29,27 +29,27 @@ def live(tmp_path_factory, fake_model):
     server.stop()
 
 
-async def expect_too_large(socket: LiveSocket) -> None:
+async def expect_too_large(socket: Tab) -> None:
     frame = await socket.next_frame()
     assert frame["type"] == "error" and frame["code"] == "too_large", frame
     assert "65536 bytes" in frame["message"]
 
 
-async def still_open(socket: LiveSocket) -> None:
-    ref = await socket.send("ping")
-    assert await socket.receive("pong") == {"type": "pong", "ref": ref}
+async def still_open(socket: Tab) -> None:
+    await socket.send("ping", ref="still-open")
+    assert await socket.receive("pong", ref="still-open") == {"type": "pong", "ref": "still-open"}
 
 
 async def test_frames_over_a_mebibyte_get_too_large_and_the_socket_stays_open(live):
     server, token = live
-    socket = await LiveSocket.connect(server.ws_url, token)
-    await socket.connection.send(json.dumps({"type": "message.send", "conversation": None, "content": "x" * (2 * MIB)}))
+    socket = await Tab.open(server.ws_url, token)
+    await socket.ws.send(json.dumps({"type": "message.send", "conversation": None, "content": "x" * (2 * MIB)}))
     await expect_too_large(socket)
-    await socket.connection.send(["y" * (MIB // 2)] * 4)  # one message in four fragments
+    await socket.ws.send(["y" * (MIB // 2)] * 4)  # one message in four fragments
     await expect_too_large(socket)
-    await socket.connection.send(b"\0" * (3 * MIB))
+    await socket.ws.send(b"\0" * (3 * MIB))
     await expect_too_large(socket)
-    await socket.connection.send("z" * 70000)  # over the frame limit, under daphne's: the consumer's own answer
+    await socket.ws.send("z" * 70000)  # over the frame limit, under daphne's: the consumer's own answer
     await expect_too_large(socket)
     await still_open(socket)
     await socket.close()
@@ -57,7 +57,7 @@ async def test_frames_over_a_mebibyte_get_too_large_and_the_socket_stays_open(li
 
 async def test_share_tokens_stay_out_of_the_access_log_and_warnings(live):
     server, token = live
-    socket = await LiveSocket.connect(server.ws_url, token)
+    socket = await Tab.open(server.ws_url, token)
     await socket.send("message.send", conversation=None, content="something to share")
     conversation_id = (await socket.receive("conversation.created"))["conversation"]["id"]
     await socket.follow_reply()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -39,7 +40,7 @@ async def test_client_that_stops_reading_is_disconnected_and_others_are_not(boun
     raw.connect(("127.0.0.1", server.port))
     slow = await websockets.connect(server.ws_url, sock=raw, max_queue=1,
                                     additional_headers={"Authorization": f"Bearer {token}"})
-    await slow.send('{"type": "conversation.open", "conversation": "%s"}' % conversation_id)
+    await slow.send(json.dumps({"type": "conversation.open", "conversation": conversation_id}))
     slow.transport.pause_reading()
 
     await fast.send("message.send", conversation=conversation_id, content="flood #tokens=30000 #delay=0.0001")

@@ -11,7 +11,6 @@ render the whole document or one block to HTML, with raw HTML turned into plain 
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import cffi

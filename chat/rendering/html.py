@@ -109,7 +109,7 @@ def code_block(code: str, lang: str, cont: bool = False, highlight: bool = True)
 
 _LANG = re.compile(r"[\w#+.-]{1,32}")
 _CODE_BLOCK = re.compile(r'<pre><code(?: class="language-([^"]*)")?>(.*?)</code></pre>\n?', re.S)
-_FIRST_TAG = re.compile(r"^\s*<(%s)\b" % "|".join(_CONT_TAGS))
+_FIRST_TAG = re.compile(r"^\s*<({})\b".format("|".join(_CONT_TAGS)))
 
 
 def _highlight_all(html_text: str) -> str:
@@ -123,7 +123,7 @@ def mark_cont(html_text: str) -> str:
     return _FIRST_TAG.sub(rf'<\1 class="{CONT_CLASS}"', html_text, count=1)
 
 
-_DEEP_QUOTE = re.compile(r"^((?:[ ]{0,3}>){%d})(?:[ ]{0,3}>)+" % 16, re.M)
+_DEEP_QUOTE = re.compile(r"^((?:[ ]{0,3}>){16})(?:[ ]{0,3}>)+", re.M)
 
 
 MAX_CELLS = 2000

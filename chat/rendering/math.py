@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import html
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from latex2mathml.converter import convert
 
@@ -68,7 +68,7 @@ def _segments(text: str):
 
 
 def _protect_segment(text: str, spans: list) -> str:
-    out, i, n = [], 0, len(text)
+    out, i = [], 0
     while True:
         m = _TOKEN.search(text, i)
         if m is None or len(spans) >= MAX_SPANS:
