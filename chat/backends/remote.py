@@ -228,8 +228,8 @@ class HFBackend:
         """Open the stream (client, chunk iterator). Server errors are retried with
         backoff within `retry_budget`; nothing has reached the user yet."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_budget
-        backoff = self.first_backoff
+        deadline: float | None = None  # counted from the first failure: a cold first request
+        backoff = self.first_backoff  # (imports, the pool's TLS context) is not a server's delay
         for attempt in range(1, self.max_attempts + 1):
             client = self._client(model_id)
             try:
@@ -240,6 +240,7 @@ class HFBackend:
                 if not isinstance(exc, Exception):  # cancelled
                     raise
                 wait = _retry_delay(exc, backoff)
+                deadline = loop.time() + self.retry_budget if deadline is None else deadline
                 if wait is None or attempt == self.max_attempts or loop.time() + wait > deadline:
                     raise _model_error(exc, model_id) from exc
                 logger.info("Model %s answered HTTP %s; retrying in %.2fs", model_id, _status(exc), wait)
