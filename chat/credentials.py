@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.signals import user_logged_out
@@ -29,7 +28,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
-from chat.events import user_group
+from chat import events
 from chat.models import ApiToken, hash_token
 
 logger = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ def announce(user_id: int, **withdrawn) -> None:
 
     def send() -> None:
         try:
-            async_to_sync(get_channel_layer().group_send)(user_group(user_id), event)
+            async_to_sync(events.to_user_sockets)(user_id, event)
         except Exception:  # the withdrawal itself has happened; new sockets are refused anyway
             logger.warning("could not tell sockets of a withdrawn credential", exc_info=True,
                            extra={"user": user_id, "withdrawn": sorted(withdrawn)})

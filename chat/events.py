@@ -1,9 +1,10 @@
 """Everything that travels over the channel layer, and who hears it.
 
 Every socket of a user is in `user.<id>`; every socket watching a conversation is
-in `conversation.<id>`. Sockets receive one event type, `frame.send`, carrying a
-frame already encoded: this module is the only place a frame is turned into wire
-text, once per event and not once per socket. The other events are the control
+in `conversation.<id>` (groups of chat/fanout.py: this process's sockets are called
+directly, other processes' through the channel layer). Sockets receive one event
+type, `frame.send`, carrying a frame already encoded: this module is the only place a
+frame is turned into wire text, once per event and not once per socket. The other events are the control
 messages of a running reply (stop, snapshot request and answer, close) and the
 resume timer of a socket; docs/architecture.md lists them all with their fields.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from chat import protocol
+from chat import fanout, protocol
 from chat.models import Conversation
 from chat.presenters import conversation_dict
 
@@ -35,12 +36,12 @@ def conversation_group(conversation_id: str) -> str:
     return f"conversation.{conversation_id}"
 
 
-async def join(group: str, channel: str) -> None:
-    await get_channel_layer().group_add(group, channel)
+async def join(group: str, socket: fanout.Member) -> None:
+    await fanout.join(group, socket)
 
 
-async def leave(group: str, channel: str) -> None:
-    await get_channel_layer().group_discard(group, channel)
+async def leave(group: str, socket: fanout.Member) -> None:
+    await fanout.leave(group, socket)
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -71,13 +72,16 @@ def frame_event(frame: dict, *, origin: str | None = None, ref: str | None = Non
 
 
 async def to_user(user_id: int, frame: dict, *, origin: str | None = None, ref: str | None = None) -> None:
-    await get_channel_layer().group_send(user_group(user_id), frame_event(frame, origin=origin, ref=ref))
+    await fanout.send(user_group(user_id), frame_event(frame, origin=origin, ref=ref))
 
 
 async def to_conversation(conversation_id: str, frame: dict, *, origin: str | None = None, ref: str | None = None) -> None:
-    await get_channel_layer().group_send(
-        conversation_group(conversation_id), frame_event(frame, origin=origin, ref=ref, watchers=True)
-    )
+    await fanout.send(conversation_group(conversation_id), frame_event(frame, origin=origin, ref=ref, watchers=True))
+
+
+async def to_user_sockets(user_id: int, event: dict) -> None:
+    """An event other than a frame (e.g. `credentials.withdrawn`) for every socket of the user."""
+    await fanout.send(user_group(user_id), event)
 
 
 # --- What every tab hears about a conversation ---------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from chat import conversations, events, protocol
+from chat import conversations, events, fanout, protocol
 from chat.blocking import run_blocking
 from chat.models import Conversation
 from chat.presenters import branch_dicts, conversation_dict
@@ -64,8 +64,9 @@ class _Joining:
 class ConversationFeed:
     """What one socket hears of the conversation it watches (one at a time: the page shows one)."""
 
-    def __init__(self, channel: str, send: Callable[[str], Awaitable[None]]):
-        self.channel = channel  # the socket's own channel
+    def __init__(self, socket: fanout.Member, send: Callable[[str], Awaitable[None]]):
+        self.socket = socket  # the member of the conversation's group (chat/fanout.py)
+        self.channel = socket.channel_name  # the socket's own channel: answers and snapshots name it
         self._send = send  # sends wire text on the socket
         self.watching: str | None = None
         self._joining: _Joining | None = None
@@ -77,11 +78,11 @@ class ConversationFeed:
             return
         await self.leave()
         self.watching, self._joining = conversation_id, None
-        await events.join(events.conversation_group(conversation_id), self.channel)
+        await events.join(events.conversation_group(conversation_id), self.socket)
 
     async def leave(self) -> None:
         if self.watching:
-            await events.leave(events.conversation_group(self.watching), self.channel)
+            await events.leave(events.conversation_group(self.watching), self.socket)
 
     async def show(self, opening: Opening, ref: str | None) -> None:
         """Send the opened conversation's state, joining its reply if one is being written.

@@ -40,6 +40,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             await super().dispatch(message)
 
+    async def deliver(self, event: dict) -> None:
+        """An event of one of this socket's groups, handed over directly (chat/fanout.py):
+        no trip through the channel layer and this socket's receive loop."""
+        await self.dispatch(event)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -49,8 +54,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.info("socket refused", extra={"code": 4401, "reason": "not authenticated", "client": _client(self.scope)})
             return
         self.user = user
-        self.feed = ConversationFeed(self.channel_name, self.send_text)
-        await events.join(events.user_group(user.pk), self.channel_name)
+        self.feed = ConversationFeed(self, self.send_text)
+        await events.join(events.user_group(user.pk), self)
         await self.accept()
         await self.send_frame(protocol.hello(**await services.hello(user)))
         logger.info("socket connected", extra={"user": user.pk, "client": _client(self.scope)})
@@ -59,7 +64,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None:
             return
         logger.info("socket closed", extra={"user": self.user.pk, "code": code})
-        await events.leave(events.user_group(self.user.pk), self.channel_name)
+        await events.leave(events.user_group(self.user.pk), self)
         await self.feed.leave()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
