@@ -184,7 +184,7 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
     for _ in range(MODEL_CHANGE_RETRIES):
         charged = model or row.model
 
-        def pinned(transcript: Transcript) -> Message:
+        def pinned(transcript: Transcript, charged: str = charged) -> Message:
             result = mutate(transcript)
             if transcript.model != charged:
                 raise _ModelChanged()
