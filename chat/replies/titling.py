@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from chat import conversations, events, quotas
-from chat.backends import get_backend
+from chat.backends import complete
 from chat.blocking import run_blocking
 from chat.errors import ChatError
 from chat.models import Conversation
@@ -27,8 +27,11 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
     try:
         # A title costs a request of the daily budget; skipped when it would take the last one.
         titled = await run_blocking(quotas.try_count, row.owner_id, model, "title")
-        raw = await asyncio.wait_for(_complete(model, title_request_messages(user_text, reply_text)),
-                                     TITLE_TIMEOUT) if titled else ""
+        # Titles wait behind every reply of the local model (purpose "title"), never the other way round.
+        raw = ""
+        if titled:
+            request = complete(model, title_request_messages(user_text, reply_text), TITLE_MAX_TOKENS, user=row.owner_id)
+            raw = await asyncio.wait_for(request, TITLE_TIMEOUT)
     except Exception:
         logger.info("title call failed; using the user's words", exc_info=True)
         raw = ""
@@ -38,14 +41,6 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
     except ChatError:
         return
     await events.conversation_updated(row)
-
-
-async def _complete(model: str, messages: list[dict]) -> str:
-    stream = get_backend(model).stream(model, messages, max_tokens=TITLE_MAX_TOKENS)
-    try:
-        return "".join([piece async for piece in stream])
-    finally:
-        await stream.aclose()
 
 
 def _set_title_once(row: Conversation, title: str) -> None:
