@@ -27,12 +27,12 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
     try:
         # A title costs a request of the daily budget; skipped when it would take the last one.
         titled = await run_blocking(quotas.try_count, row.owner_id, model, "title")
-        raw = await asyncio.wait_for(_complete(model, title_request_messages(user_text, reply_text)),
+        raw = await asyncio.wait_for(_complete(model, title_request_messages(user_text, reply_text), row.owner_id),
                                      TITLE_TIMEOUT) if titled else ""
     except Exception:
         logger.info("title call failed; using the user's words", exc_info=True)
         raw = ""
-    title = clean_title(raw, user_text)
+    title = clean_title(raw.replace("\x00", ""), user_text)  # PostgreSQL refuses NUL in text (issue 16)
     try:
         await run_blocking(_set_title_once, row, title)
     except ChatError:
@@ -40,8 +40,9 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
     await events.conversation_updated(row)
 
 
-async def _complete(model: str, messages: list[dict]) -> str:
-    stream = get_backend(model).stream(model, messages, max_tokens=TITLE_MAX_TOKENS)
+async def _complete(model: str, messages: list[dict], user: int) -> str:
+    # A title waits behind every reply in the local model's line.
+    stream = get_backend(model).stream(model, messages, max_tokens=TITLE_MAX_TOKENS, user=user, purpose="title")
     try:
         return "".join([piece async for piece in stream])
     finally:
