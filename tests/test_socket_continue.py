@@ -41,6 +41,7 @@ async def test_reply_cut_by_the_token_limit_is_stored_and_shown_as_cut(short_rep
     socket = await ChatSocket.connect(user)
     conversation_id, reply = await cut_conversation(socket)
     assert reply["content"] == "w0 w1 w2 w3" and reply["status"] == "cut"
+    assert (await socket.receive("conversation.updated"))["conversation"]["title"]  # a cut reply is titled too
     assert [m.status for m in get_store().load(user.pk, conversation_id).active_branch()] == [None, "cut"]
     await socket.send("conversation.open", conversation=conversation_id)
     state = await socket.receive("conversation.state")
@@ -48,7 +49,7 @@ async def test_reply_cut_by_the_token_limit_is_stored_and_shown_as_cut(short_rep
     await socket.close()
 
 
-async def test_continue_grows_the_same_message_until_it_is_complete(short_replies):
+async def test_continue_grows_the_same_message_until_it_is_complete(short_replies, fake_model):
     user = await create_user()
     socket = await ChatSocket.connect(user)
     conversation_id, reply = await cut_conversation(socket)
@@ -62,6 +63,10 @@ async def test_continue_grows_the_same_message_until_it_is_complete(short_replie
         assert started["content"] + text == final["message"]["content"] == expected
         assert final["message"]["id"] == reply["id"] and final["message"]["status"] == status
         assert final["message"]["siblings"] == [reply["id"]]  # the same message, not a new version
+        asked = [body for body in fake_model.requests if body["messages"][-1]["role"] == "assistant"][-1]
+        assert asked["messages"][-1] == {"role": "assistant", "content": started["content"]}
+        assert asked["continue_final_message"] is True and asked["add_generation_prompt"] is False
+    assert "continue_final_message" not in fake_model.requests[0]  # an ordinary reply
     transcript = get_store().load(user.pk, conversation_id)
     assert [(m.content, m.status) for m in transcript.active_branch()] == [("#tokens=10", None), (expected, "complete")]
     assert len(transcript.messages) == 2
@@ -81,9 +86,10 @@ async def test_a_tab_joining_a_continued_reply_has_the_old_text_and_every_delta(
     assert generating["message"] == reply["id"] and generating["content"].startswith("w0 w1 w2 w3 w4")
     assert generating["waiting"] is None
     deltas = []
-    while (frame := await joiner.next_frame(10))["type"] == "reply.delta":
-        deltas.append(frame)
-    assert frame["type"] == "reply.completed", frame
+    while (frame := await joiner.next_frame(10))["type"] != "reply.completed":
+        assert frame["type"] in ("reply.delta", "conversation.updated"), frame  # the title may come late
+        if frame["type"] == "reply.delta":
+            deltas.append(frame)
     assert [d["seq"] for d in deltas] == list(range(generating["seq"], generating["seq"] + len(deltas)))
     assert generating["content"] + "".join(d["delta"] for d in deltas) == frame["message"]["content"]
     assert frame["message"]["content"] == "w0 w1 w2 w3 w4 w5 w6 w7" and frame["message"]["status"] == "cut"

@@ -233,7 +233,7 @@ class ReplyTask:
                                                         self.failure.message, self.failure.retry_after))
             return
         await self._broadcast(protocol.reply_completed(self.conversation_id, shown, self.stopped))
-        if self.title_from is not None and status == "complete":
+        if self.title_from is not None and status in ("complete", "cut"):
             await titling.make_title(self.row, self.model, self.title_from, "".join(self._parts))
 
     async def _store_and_release(self, status: str, error: dict | None) -> tuple[Transcript | None, Message | None]:
