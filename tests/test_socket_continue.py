@@ -206,3 +206,31 @@ async def test_more_replies_than_the_local_cap_are_refused_as_busy_and_nothing_i
     _, final = await socket.reply_text()
     assert final["message"]["status"] == "complete"
     await socket.close()
+
+
+# --- The real local model -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_the_local_model_continues_a_reply_cut_by_the_token_limit(settings):
+    settings.LOCAL_MODEL_PATH = ""  # the bundled SmolLM2
+    settings.CHAT_MAX_REPLY_TOKENS = 12
+    info = backends.available_models()[0]
+    assert info.available, info.reason  # fails, not skips, without llama_cpp or the model file
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    await socket.send("message.send", conversation=None, model=LOCAL_MODEL_ID,
+                      content="Write a long story about a dragon who learns to bake bread.")
+    conversation_id = (await socket.receive("conversation.created", timeout=120))["conversation"]["id"]
+    _, cut = await socket.reply_text(timeout=120)
+    assert cut["message"]["status"] == "cut" and cut["message"]["content"].strip()
+
+    await socket.send("message.continue", conversation=conversation_id)
+    started = await socket.receive("reply.started", timeout=120)
+    assert started["continues"] is True and started["content"] == cut["message"]["content"]
+    text, final = await socket.reply_text(timeout=120)
+    assert text.strip(), "the model wrote nothing more"
+    assert final["message"]["id"] == cut["message"]["id"]
+    assert final["message"]["content"] == cut["message"]["content"] + text
+    assert final["message"]["status"] in ("cut", "complete")
+    await socket.close()
