@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from asgiref.sync import sync_to_async
 
-from chat import backends
+from chat import backends, conversations
 from chat.backends import LOCAL_MODEL_ID
+from chat.models import Conversation
 from chat.store import get_store
 from chat.titles import TITLE_PROMPT
+from chat.transcript import Transcript
 from tests.sockets import ChatSocket, create_user
 from tests.test_local_queue import ScriptedLlama
 from tests.test_socket_errors import expect_error, stored
@@ -97,6 +100,27 @@ async def test_a_tab_joining_a_continued_reply_has_the_old_text_and_every_delta(
     assert written == frame
     await joiner.close()
     await writer.close()
+
+
+async def test_continue_resumes_an_interrupted_reply_in_place():
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation("#tokens=5")
+    row = await sync_to_async(Conversation.objects.get)(pk=conversation_id)
+
+    def interrupt(transcript: Transcript) -> None:  # as a crashed process leaves it (chat/replies/claim.py)
+        reply = transcript.active_branch()[-1]
+        reply.content, reply.status = "w0 w1", "interrupted"
+
+    await sync_to_async(conversations.update_transcript)(row, interrupt)
+    await socket.send("message.continue", conversation=conversation_id)
+    started = await socket.receive("reply.started")
+    assert started["continues"] is True and started["content"] == "w0 w1"
+    text, final = await socket.reply_text()
+    assert text == " w2 w3 w4"
+    assert final["message"]["content"] == "w0 w1 w2 w3 w4" and final["message"]["status"] == "complete"
+    assert final["message"]["id"] == started["message"]
+    await socket.close()
 
 
 async def test_continue_is_refused_for_a_complete_reply_and_changes_nothing():
