@@ -106,9 +106,16 @@ def _mirror_metadata(row: Conversation, transcript: Transcript, *, touch: bool) 
 
 
 def append_message(row: Conversation, parent: str | None, role: str, content: str, **extra) -> tuple[Transcript, Message]:
+    """Store a new message; a reply continued in place (`message_id` already stored under
+    `parent`) gets its new text, status and error instead."""
     def add(transcript: Transcript) -> Message:
         if parent is not None and parent not in transcript.messages:
             raise not_found()
+        existing = transcript.messages.get(extra.get("message_id") or "")
+        if existing is not None and existing.parent == parent and existing.role == role == "assistant":
+            existing.content, existing.status, existing.error = content, extra.get("status"), extra.get("error")
+            existing.model = extra.get("model") or existing.model
+            return existing
         return transcript.add_message(parent, role, content, **extra)
 
     return update_transcript(row, add)

@@ -28,6 +28,7 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "message.send": {"conversation": (_ID_OR_NULL, True), "content": (_TEXT, True), "model": (_ID, False)},
     "message.edit": {"conversation": (_ID, True), "message": (_ID, True), "content": (_TEXT, True)},
     "message.regenerate": {"conversation": (_ID, True)},
+    "message.continue": {"conversation": (_ID, True), "message": (_ID, False)},
     "branch.switch": {"conversation": (_ID, True), "message": (_ID, True)},
     "generation.stop": {"conversation": (_ID, True)},
     "conversation.configure": {"conversation": (_ID, True), "model": (_ID, False), "system_prompt": (_TEXT, False)},
@@ -174,8 +175,20 @@ def message_created(conversation_id: str, message: dict, ref: str | None = None)
     return _with_ref({"type": "message.created", "conversation": conversation_id, "message": message}, ref)
 
 
-def reply_started(conversation_id: str, message_id: str, parent: str, model: str) -> dict:
-    return {"type": "reply.started", "conversation": conversation_id, "message": message_id, "parent": parent, "model": model}
+def reply_started(conversation_id: str, message_id: str, parent: str, model: str, *, continues: bool = False,
+                  content: str = "", html: dict | None = None) -> dict:
+    """A reply begins; `continues` marks a stored reply written on in place (`content` and
+    `html` are its text so far, which the deltas, numbered from 0 again, extend)."""
+    frame = {"type": "reply.started", "conversation": conversation_id, "message": message_id, "parent": parent,
+             "model": model}
+    if continues:
+        frame.update(continues=True, content=content, html=html or {"append": "", "tail": ""})
+    return frame
+
+
+def reply_waiting(conversation_id: str, message_id: str, ahead: int) -> dict:
+    """The reply waits for the local model: `ahead` generations run before it (0: it has started)."""
+    return {"type": "reply.waiting", "conversation": conversation_id, "message": message_id, "ahead": ahead}
 
 
 def reply_delta(conversation_id: str, message_id: str, seq: int, delta: str, html: dict) -> dict:

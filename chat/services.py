@@ -23,7 +23,7 @@ from chat.ratelimit import SlidingWindowLimiter
 from chat.replies import claim
 from chat.replies.task import ReplyTask
 from chat.resume import open_conversation  # noqa: F401 (a request like the others; the joining is resume's)
-from chat.transcript import Message, Transcript
+from chat.transcript import CONTINUABLE_STATUSES, Message, Transcript
 
 _reply_limiter = SlidingWindowLimiter("replies")
 
@@ -115,6 +115,21 @@ async def _check_reply_rate(user) -> None:
         raise ChatError("rate_limited", f"You are sending messages too fast; try again in {wait:.0f} s.", wait)
 
 
+def _check_room(user, model_id: str) -> None:
+    """The local model's per-user cap, checked before anything is stored: a user with too
+    many replies already waiting for it is told so plainly (`busy`), and nothing changes."""
+    try:
+        check = getattr(get_backend(model_id), "check_room", None)
+    except ModelError:
+        return  # an unavailable model is reported by the reply itself, as before
+    if check is None:
+        return
+    try:
+        check(user.pk)
+    except ModelError as error:
+        raise ChatError(error.code, error.message, error.retry_after) from None
+
+
 def _busy() -> ChatError:
     return ChatError("busy", "A reply is still being written in this conversation.")
 
@@ -125,6 +140,7 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
     if conversation_id is None:
         model = _check_model(model or await run_blocking(default_model_id))
         await _check_reply_rate(user)
+        _check_room(user, model)
         async with quotas.counted(user, model):  # given back if the conversation is not created
             return await _start_new_conversation(user, content, model, origin, ref)
     row = await get_row(user, conversation_id)
@@ -132,6 +148,7 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
     if switch_model:
         _check_model(model)
     await _check_reply_rate(user)
+    _check_room(user, model if switch_model else row.model)
 
     def add_user_message(transcript: Transcript) -> Message:
         if switch_model:  # in the same write as the message: a refused (busy) send changes nothing
@@ -161,7 +178,7 @@ def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Tran
     needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
     return ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
                      model_messages=transcript.model_messages(), channel=channel,
-                     title_from=branch[0].content if needs_title else None)
+                     title_from=branch[0].content if needs_title else None, user=row.owner_id)
 
 
 class _ModelChanged(Exception):
@@ -220,6 +237,7 @@ async def edit_message(user, conversation_id: str, message_id: str, content: str
     _check_content(content)
     row = await get_row(user, conversation_id)
     await _check_reply_rate(user)
+    _check_room(user, row.model)
 
     def add_sibling(transcript: Transcript) -> Message:
         old = transcript.messages.get(message_id)
@@ -235,6 +253,7 @@ async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Tu
     """A new reply to the last user message of the active branch; the old reply stays a sibling."""
     row = await get_row(user, conversation_id)
     await _check_reply_rate(user)
+    _check_room(user, row.model)
 
     def to_last_user_message(transcript: Transcript) -> Message:
         message = transcript.last_user_message()
@@ -244,6 +263,54 @@ async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Tu
         return message
 
     return await _charged_turn(user, row, to_last_user_message, origin, ref, announce_user_message=False)
+
+
+def _continuable(transcript: Transcript, message_id: str | None) -> Message:
+    """The reply to continue: `message_id`, or the last message of the active branch. It must
+    be a reply cut by the token limit or interrupted, with nothing written after it."""
+    if message_id is None:
+        branch = transcript.active_branch()
+        message = branch[-1] if branch else None
+    else:
+        message = transcript.messages.get(message_id)
+        if message is None:
+            raise not_found()
+    if message is None or message.role != "assistant" or message.status not in CONTINUABLE_STATUSES:
+        raise ChatError("invalid_message", "Only a reply cut by the length limit or interrupted can be continued.")
+    if transcript.children(message.id):
+        raise ChatError("invalid_message", "Only the last reply of a branch can be continued.")
+    return message
+
+
+async def continue_reply(user, conversation_id: str, message_id: str | None, *, origin=None, ref=None) -> Turn:
+    """The model writes on in the same message, after the text a cut or interrupted reply has.
+
+    Claimed, counted and limited like a regenerate; the reply keeps its id, so every tab
+    appends to the message it shows (reply.started with `continues`)."""
+    row = await get_row(user, conversation_id)
+    stored = await run_blocking(conversations.load_transcript, row)
+    target = _continuable(stored, message_id)  # refused before it costs a reply
+    await _check_reply_rate(user)
+    _check_room(user, row.model)
+
+    def make_active(transcript: Transcript) -> Message:
+        message = _continuable(transcript, target.id)  # again, inside the write: it may have changed
+        transcript.active_leaf = message.id
+        return message
+
+    async with quotas.counted(user, row.model):
+        channel = await events.new_reply_channel()
+        if not await run_blocking(claim.claim, row, target.id, target.parent, row.model, channel):
+            raise _busy()
+        try:
+            transcript, message = await run_blocking(conversations.update_transcript, row, make_active)
+        except BaseException:
+            await run_blocking(claim.release, row, target.id)
+            raise
+    task = ReplyTask(row=row, reply_id=message.id, parent_id=message.parent, model=row.model,
+                     model_messages=transcript.model_messages(), channel=channel, prefix=message.content,
+                     user=row.owner_id)
+    return Turn(row, task, origin=origin, ref=ref)
 
 
 async def switch_branch(user, conversation_id: str, message_id: str, *, origin=None, ref=None) -> None:

@@ -17,7 +17,9 @@ from typing import Any
 
 FORMAT_VERSION = 1
 ROLES = ("user", "assistant")
-REPLY_STATUSES = ("complete", "stopped", "failed", "interrupted")
+REPLY_STATUSES = ("complete", "cut", "stopped", "failed", "interrupted")
+# A reply with one of these statuses can be continued in place (message.continue).
+CONTINUABLE_STATUSES = ("cut", "interrupted")
 
 
 def now_iso() -> str:

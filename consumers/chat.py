@@ -123,6 +123,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.feed.watch(turn.conversation_id)
         await turn.start()
 
+    async def message_continue(self, request: Request) -> None:
+        turn = await services.continue_reply(self.user, request["conversation"], request["message"],
+                                             origin=self.channel_name, ref=request.ref)
+        await self.feed.watch(turn.conversation_id)
+        await turn.start()
+
     async def branch_switch(self, request: Request) -> None:
         await services.switch_branch(self.user, request["conversation"], request["message"],
                                      origin=self.channel_name, ref=request.ref)

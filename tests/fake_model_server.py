@@ -27,6 +27,11 @@ can script a reply without any shared state:
                        wall-clock microseconds modulo 10**9 (9 digits), so a client on the same
                        machine can measure each token's latency (benchmarks)
 
+A conversation whose last message is an assistant turn asks the model to carry that
+reply on (Continue): the scripted reply goes on after the text the assistant turn
+already holds (its tokens minus those it starts with), so a reply cut by `max_tokens`
+and continued until it ends reads exactly as the uncut reply would.
+
 `max_tokens` is honoured like a real server: a longer reply is cut at that many
 tokens with `finish_reason: "length"`.
 
@@ -228,8 +233,21 @@ def parse_script(messages: list[dict[str, Any]]) -> Script:
         script.tokens = markdown_tokens(len(script.tokens), markdown)
     elif not script.tokens:
         script.tokens = _word_tokens("Echo: " + _strip_directives(last))
+    if messages and messages[-1].get("role") == "assistant":
+        script.tokens = _carried_on(script.tokens, _text_of(messages[-1].get("content")))
     script.text = "".join(script.tokens)
     return script
+
+
+def _carried_on(tokens: list[str], written: str) -> list[str]:
+    """The tokens after those `written` already holds (a continued reply); all of them if
+    `written` is not a beginning of the reply (a real model would carry on anyway)."""
+    done = ""
+    for index, token in enumerate(tokens):
+        if not written.startswith(done + token):
+            return tokens[index:] if written == done else tokens
+        done += token
+    return [] if written == done else tokens
 
 
 class FakeModelServer:

@@ -186,6 +186,27 @@ class LocalBackend:
             stop.set()
             self.line.cancel(ticket)
 
+    def _start(self, llm: Any, messages: Messages, max_tokens: int) -> Any:
+        """The chunks of a chat completion; a conversation ending with an assistant turn
+        (Continue) is carried on inside that turn.
+
+        llama-cpp-python's chat handlers always close the last message and open a new
+        assistant turn, so a continuation formats the earlier turns with the model's own
+        chat template, opens the assistant turn, writes the partial reply into it and
+        completes that text."""
+        if messages[-1]["role"] != "assistant":
+            return llm.create_chat_completion(messages, stream=True, max_tokens=max_tokens, **self.sampling())
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError("model_failed", "The local model cannot continue a reply (it has no chat template).")
+        eos = llm._model.token_get_text(llm.token_eos())
+        bos = llm._model.token_get_text(llm.token_bos())
+        opened = Jinja2ChatFormatter(template, eos, bos)(messages=messages[:-1])
+        return llm.create_completion(opened.prompt + messages[-1]["content"], stream=True, max_tokens=max_tokens,
+                                     stop=[eos], **self.sampling())
+
     def _generate(self, messages: Messages, max_tokens: int, ticket: Ticket, stop: threading.Event,
                   put: Callable[..., None]) -> None:
         """The worker thread: wait for its turn, generate, check `stop` per token."""
@@ -194,13 +215,13 @@ class LocalBackend:
             if not self.line.wait_turn(ticket) or stop.is_set():
                 return
             llm = self.load()
-            pieces = llm.create_chat_completion(messages, stream=True, max_tokens=max_tokens, **self.sampling())
+            pieces = self._start(llm, messages, max_tokens)
             try:
                 for chunk in pieces:
                     if stop.is_set():
                         break
                     for choice in chunk.get("choices", []):
-                        text = choice.get("delta", {}).get("content")
+                        text = choice["text"] if "text" in choice else choice.get("delta", {}).get("content")
                         if text:
                             self.tokens_generated += 1
                             put("piece", text)

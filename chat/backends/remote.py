@@ -233,7 +233,8 @@ class HFBackend:
         for attempt in range(1, self.max_attempts + 1):
             client = self._client(model_id)
             try:
-                chunks = await client.chat_completion(messages, model=model_id, stream=True, max_tokens=max_tokens)
+                chunks = await client.chat_completion(messages, model=model_id, stream=True, max_tokens=max_tokens,
+                                                      extra_body=_continuation(messages))
                 return client, chunks
             except BaseException as exc:
                 await client.close()
@@ -247,6 +248,15 @@ class HFBackend:
             await asyncio.sleep(wait)
             backoff *= 2
         raise AssertionError("unreachable")
+
+
+def _continuation(messages: Messages) -> dict | None:
+    """Continue: a conversation ending with an assistant turn asks the server to carry that
+    turn on. TGI, vLLM and SGLang do so with `continue_final_message` (vLLM also needs the
+    generation prompt off); a server that ignores the fields answers the turn anew."""
+    if messages and messages[-1]["role"] == "assistant":
+        return {"continue_final_message": True, "add_generation_prompt": False}
+    return None
 
 
 def _status(exc: BaseException) -> int | None:

@@ -231,6 +231,8 @@ def report_end(final: dict) -> int:
         return EXIT_ERROR
     if final.get("stopped"):
         print("[stopped]", file=sys.stderr)
+    elif (final.get("message") or {}).get("status") == "cut":
+        print("[cut at the length limit]", file=sys.stderr)
     return 0
 
 

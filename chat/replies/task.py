@@ -4,8 +4,11 @@ The task runs in the process that accepted the message, not tied to the socket
 that asked: closing that tab changes nothing. It streams from the model backend,
 coalesces what the model wrote while a send was in flight into one numbered delta,
 sends deltas to the conversation's group, and stores the reply when it completes,
-fails or is stopped, then releases the claim (chat/replies/claim.py). Its control
-channel (chat/replies/control.py) hears `stop` and snapshot requests.
+fails, is cut by the token limit or is stopped, then releases the claim
+(chat/replies/claim.py). Its control channel (chat/replies/control.py) hears `stop` and
+snapshot requests. A continued reply (`message.continue`) is the same task writing on
+after the stored text (`prefix`) of the same message; while the local model's line
+holds the reply, every watcher hears `reply.waiting` with its place.
 """
 from __future__ import annotations
 
@@ -48,9 +51,13 @@ class ReplyTask:
     model_messages: list[dict]
     channel: str  # the control channel, recorded in the claim
     title_from: str | None = None  # the first user message, when the conversation needs a title
+    prefix: str | None = None  # a continued reply: its stored text, which the model carries on
+    user: int | None = None  # whose turn it is in the local model's line
     seq: int = 0
     stopped: bool = False
     failure: ModelError | None = None
+    finish_reason: str | None = None  # the stream's: "length" stores the reply as cut
+    waiting: int | None = None  # generations ahead of this one in the local model's line, while it waits
     pieces: int = 0  # text pieces streamed by the model: one per token with both backends
     _parts: list[str] = field(default_factory=list)
     _pending: list[str] = field(default_factory=list)
@@ -58,11 +65,17 @@ class ReplyTask:
     _tail: str = ""
     _stream_done: bool = False
     _broadcast_failed: bool = False
+    _waiting_news: bool = False  # `waiting` changed since the last reply.waiting
 
     def __post_init__(self) -> None:
         self._wakeup = asyncio.Event()
         self._renderer = StreamRenderer(keep_text=False)  # the task keeps the text itself
         self._stream_task: asyncio.Task | None = None
+        if self.prefix:  # the stored text comes first, as if it had been streamed already
+            html = self._renderer.feed(self.prefix)
+            self._parts.append(self.prefix)
+            self._appended.append(html["append"])
+            self._tail = html["tail"]
 
     @property
     def conversation_id(self) -> str:
@@ -88,6 +101,7 @@ class ReplyTask:
             "html": "".join(self._appended),
             "tail": self._tail,
             "seq": self.seq,
+            "waiting": self.waiting,
         }
 
     async def run(self) -> None:
@@ -97,7 +111,7 @@ class ReplyTask:
         listener = asyncio.create_task(control.listen(self.channel, self))
         heartbeat = asyncio.create_task(claim.keep_alive(self.row, self.reply_id))
         try:
-            await self._broadcast(protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model))
+            await self._broadcast(self._started_frame())
             sender = asyncio.create_task(self._send_loop())
             self._stream_task = asyncio.create_task(self._stream())
             if self.stopped:  # a stop that came before the stream existed
@@ -134,22 +148,47 @@ class ReplyTask:
                        "error": self.failure.code if self.failure else None},
             )
 
+    def _started_frame(self) -> dict:
+        if self.prefix is None:
+            return protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model)
+        # A continued reply: tabs show the text so far, then append the deltas (seq from 0).
+        return protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model,
+                                      continues=True, content=self.prefix,
+                                      html={"append": "".join(self._appended), "tail": self._tail})
+
     async def _stream(self) -> None:
         backend = get_backend(self.model)
+        # A continued reply is the last message (assistant): the backend carries it on.
         messages = fit_context(self.model_messages, context_chars(self.model))
-        stream = backend.stream(self.model, messages, max_tokens=settings.CHAT_MAX_REPLY_TOKENS)
+        stream = backend.stream(self.model, messages, max_tokens=settings.CHAT_MAX_REPLY_TOKENS,
+                                user=self.user, purpose="reply", on_wait=self._on_wait)
         try:
             async for piece in stream:
+                piece = piece.replace("\x00", "")  # PostgreSQL refuses NUL in text (issue 16)
                 if piece:
                     self.pieces += 1
                     self._pending.append(piece)
                     self._wakeup.set()
+            self.finish_reason = stream.finish_reason
         finally:
             await stream.aclose()
+
+    def _on_wait(self, ahead: int) -> None:
+        """The local model's line moved: tell the watchers (0: the model has started on it).
+        A reply that never waited sends no reply.waiting at all."""
+        if ahead == 0 and self.waiting is None:
+            return
+        self.waiting = ahead or None
+        self._waiting_news = True
+        self._wakeup.set()
 
     async def _send_loop(self) -> None:
         """Send what the model wrote since the last send: one delta per send, never a backlog."""
         while True:
+            if self._waiting_news:
+                self._waiting_news = False
+                await self._broadcast(protocol.reply_waiting(self.conversation_id, self.reply_id, self.waiting or 0))
+                continue
             if not self._pending:
                 if self._stream_done:
                     return
@@ -178,7 +217,7 @@ class ReplyTask:
             self._broadcast_failed = True
 
     async def _finish(self) -> None:
-        status = "stopped" if self.stopped else ("failed" if self.failure else "complete")
+        status = "stopped" if self.stopped else "failed" if self.failure else "cut" if self.finish_reason == "length" else "complete"
         error = {"code": self.failure.code, "message": self.failure.message} if self.failure else None
         transcript, message = await self._store_and_release(status, error)
         if message is None:
@@ -194,7 +233,7 @@ class ReplyTask:
                                                         self.failure.message, self.failure.retry_after))
             return
         await self._broadcast(protocol.reply_completed(self.conversation_id, shown, self.stopped))
-        if self.title_from is not None and status == "complete":
+        if self.title_from is not None and status in ("complete", "cut"):
             await titling.make_title(self.row, self.model, self.title_from, "".join(self._parts))
 
     async def _store_and_release(self, status: str, error: dict | None) -> tuple[Transcript | None, Message | None]:

@@ -35,7 +35,7 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
     except Exception:
         logger.info("title call failed; using the user's words", exc_info=True)
         raw = ""
-    title = clean_title(raw, user_text)
+    title = clean_title(raw.replace("\x00", ""), user_text)  # PostgreSQL refuses NUL in text (issue 16)
     try:
         await run_blocking(_set_title_once, row, title)
     except ChatError:

@@ -6,10 +6,10 @@
 // deltas, an unknown parent...) the whole state is asked again (resync); deltas that
 // arrive while it is awaited are kept and replayed after it.
 //
-// Frames handled: conversation.state, message.created, reply.started, reply.delta,
-//                 reply.completed, reply.failed.
+// Frames handled: conversation.state, message.created, reply.started, reply.waiting,
+//                 reply.delta, reply.completed, reply.failed.
 // Requests sent:  conversation.open, message.send, message.edit, message.regenerate,
-//                 branch.switch, generation.stop.
+//                 message.continue, branch.switch, generation.stop.
 
 import { NEW_CHAT_URL, conversationIdFromPath, conversationUrl } from "./boot.js";
 import { ALERTED } from "./connection.js";
@@ -22,6 +22,7 @@ export class OpenConversation {
     connection.on("conversation.state", (frame) => this.onConversationState(frame));
     connection.on("message.created", (frame) => this.onMessageCreated(frame));
     connection.on("reply.started", (frame) => this.onReplyStarted(frame));
+    connection.on("reply.waiting", (frame) => this.onReplyWaiting(frame));
     connection.on("reply.delta", (frame) => this.onReplyDelta(frame));
     connection.on("reply.completed", (frame) => this.onReplyFinished(frame, null));
     connection.on("reply.failed", (frame) => this.onReplyFinished(frame, frame.error || { code: "model_failed" }));
@@ -31,7 +32,7 @@ export class OpenConversation {
     };
 
     connection.onRequestError("message.send", (frame, request) => this.onSendFailed(frame, request));
-    for (const type of ["message.edit", "branch.switch", "message.regenerate"]) connection.onRequestError(type, () => this.resync());
+    for (const type of ["message.edit", "branch.switch", "message.regenerate", "message.continue"]) connection.onRequestError(type, () => this.resync());
     connection.onRequestError("conversation.open", (frame, request) => this.onOpenFailed(frame, request));
     connection.onRequestError("generation.stop", () => this.pane.unmarkStopping());
     connection.onError((frame) => {
@@ -200,9 +201,18 @@ export class OpenConversation {
   onReplyStarted(frame) {
     this.sidebar.setGenerating(frame.conversation, true);
     if (!this.shows(frame.conversation)) return;
-    const result = this.pane.startReply({ id: frame.message, parent: frame.parent || null, model: frame.model || null });
+    const continued = frame.continues === true && typeof frame.content === "string";
+    const result = this.pane.startReply({
+      id: frame.message, parent: frame.parent || null, model: frame.model || null,
+      continues: continued, content: continued ? frame.content : "", html: continued ? frame.html : null,
+    });
     if (result === "unknown") this.resync();
     this.refreshComposer();
+  }
+
+  onReplyWaiting(frame) {
+    if (!this.shows(frame.conversation)) return;
+    if (this.pane.setWaiting(frame.message, frame.ahead) === "unknown") this.resync();
   }
 
   onReplyDelta(frame) {
@@ -281,6 +291,9 @@ export class OpenConversation {
         break;
       case "regenerate":
         if (conversation) connection.send("message.regenerate", { conversation });
+        break;
+      case "continue":
+        if (conversation) connection.send("message.continue", { conversation, message: detail.id });
         break;
       case "branch":
         if (conversation) connection.send("branch.switch", { conversation, message: detail.target });

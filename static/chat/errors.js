@@ -37,7 +37,8 @@ export function describeError(error, limits = {}, requestType = null) {
         : "You're sending messages too fast — try again in a moment.";
       break;
     case "busy":
-      text = "A reply is still being written in this conversation. Wait for it to finish, or stop it first.";
+      // The conversation's reply slot, or the user's replies queued for the local model: the server says which.
+      text = serverMessage || "A reply is still being written in this conversation. Wait for it to finish, or stop it first.";
       break;
     case "model_unavailable":
       text = "This model isn't available right now. Pick another model in the menu at the top and try again.";

@@ -12,7 +12,7 @@
 // conversation.js can decide to resynchronise.
 
 import { buildFooter, buildMessage, codeTextFor, copyText, flashButton, h, openInNewTab } from "./render.js";
-import { announceReply, appendDelta, openStream, showStopping } from "./stream.js";
+import { announceReply, appendDelta, openStream, showStopping, showWaiting } from "./stream.js";
 import { describeError } from "./errors.js";
 import { ScrollFollower } from "./scroll.js";
 import { InlineEditor } from "./editor.js";
@@ -141,6 +141,7 @@ export class MessagePane {
         tail: generating.tail,
         content: generating.content || "",
       }));
+      showWaiting(entries[entries.length - 1].el, generating.waiting);
     }
     for (const entry of keep) {
       entry.el = null;
@@ -239,10 +240,21 @@ export class MessagePane {
 
   // --- Streaming ---------------------------------------------------------------------
 
-  /** `reply.started`: a bubble in the generating state under `parent`. */
-  startReply({ id, parent, model }) {
+  /** `reply.waiting`: how many generations the local model runs before this reply. */
+  setWaiting(id, ahead) {
+    const entry = this.find(id);
+    if (entry && entry.stream) showWaiting(entry.el, ahead);
+    return entry && entry.stream ? "ok" : "unknown";
+  }
+
+  /**
+   * `reply.started`: a bubble in the generating state under `parent`. A continued reply
+   * (`continues`) is the stored one written on: it shows `content`/`html` and streams again.
+   */
+  startReply({ id, parent, model, continues = false, content = "", html = null }) {
     // Already shown (streaming, or already finished when a late frame is replayed): nothing to do.
-    if (this.find(id)) return "ok";
+    const shown = this.find(id);
+    if (shown && (shown.stream || !continues)) return "ok";
     const parentIndex = parent ? this.indexOf(parent) : -1;
     if (parent && parentIndex < 0) return "unknown";
     // A regenerated reply replaces the old one on screen; the old one becomes a sibling.
@@ -255,7 +267,7 @@ export class MessagePane {
     // Pending messages of this socket stay (they are waiting for their own answer).
     const pendings = this.entries.slice(parentIndex + 1).filter((entry) => entry.pending);
     this.truncateFrom(parentIndex + 1);
-    const entry = this.newStreamEntry({ id, parent: parent || null, model: model || null, siblings, seq: 0, html: null, tail: null, content: "" });
+    const entry = this.newStreamEntry({ id, parent: parent || null, model: model || null, siblings, seq: 0, html, tail: null, content });
     this.entries.push(entry);
     this.appendEntryElement(entry);
     for (const p of pendings) {
@@ -469,10 +481,9 @@ export class MessagePane {
         if (button.dataset.target) this.onAction("branch", { id, target: button.dataset.target });
         break;
       case "regenerate":
-        this.onAction("regenerate", { id });
-        break;
+      case "continue":
       case "stop":
-        this.onAction("stop", { id });
+        this.onAction(button.dataset.action, { id });
         break;
       default:
         break;

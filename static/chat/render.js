@@ -58,6 +58,7 @@ export function iconButton({ iconName, label, action, testid, text, className = 
 // --- Messages ----------------------------------------------------------------
 
 const STATUS_LABELS = {
+  cut: "Cut off at the length limit",
   stopped: "Stopped",
   interrupted: "Interrupted",
   failed: "Failed",
@@ -176,6 +177,10 @@ export function buildFooter(msg, opts) {
     actions.append(iconButton({ iconName: "pencil", label: "Edit message", action: "edit", testid: "edit", disabled: opts.locked }));
   } else if (!opts.generating) {
     actions.append(iconButton({ iconName: "copy", label: "Copy reply", action: "copy-message", testid: "copy-message" }));
+  }
+  if (opts.isLast && !opts.generating && role === "assistant" && (msg.status === "cut" || msg.status === "interrupted")) {
+    // The model carries on in this same message (message.continue).
+    actions.append(iconButton({ iconName: "fast-forward", label: "Continue this reply", text: "Continue", action: "continue", testid: "continue", disabled: opts.locked, className: "btn-continue" }));
   }
   if (opts.isLast && !opts.generating) {
     if (role === "assistant" && msg.status === "failed") {

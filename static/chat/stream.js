@@ -46,7 +46,22 @@ export function appendDelta(stream, el, frame) {
     stream.tail.append(document.createTextNode(frame.delta));
   }
   el.classList.toggle("has-text", stream.content.length > 0);
+  if (el.classList.contains("is-waiting")) showWaiting(el, 0); // the model is writing it now
   return "ok";
+}
+
+/**
+ * `reply.waiting` (or `generating.waiting`): the reply waits for the local model, which
+ * writes one reply at a time; say how many run first instead of "Writing…" (0 or null:
+ * the model has started on it).
+ */
+export function showWaiting(el, ahead) {
+  const text = el && el.querySelector(".message-progress-text");
+  if (!text) return;
+  const count = Number(ahead);
+  const waiting = Number.isInteger(count) && count > 0;
+  text.textContent = waiting ? `Waiting for the model, ${count} ahead` : "Writing…";
+  el.classList.toggle("is-waiting", waiting);
 }
 
 /**
@@ -60,6 +75,7 @@ export function announceReply(announcer, entry) {
   let message;
   if (entry.msg.status === "failed") message = `The reply failed. ${entry.error ? entry.error.text : ""} ${text}`;
   else if (entry.msg.status === "stopped") message = `Reply stopped: ${text}`;
+  else if (entry.msg.status === "cut") message = `Reply cut off at the length limit (you can continue it): ${text}`;
   else message = `Reply: ${text}`;
   announcer.textContent = "";
   window.setTimeout(() => {
