@@ -137,6 +137,8 @@ class _Relay:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if asyncio.current_task().cancelling():
+                    return  # the loop is closing: a cancelled read may surface as another error
                 logger.warning("fan-out relay channel failed", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
