@@ -25,6 +25,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 logger = logging.getLogger(__name__)
 
 RELAYED = "fanout.relay"  # the channel-layer event that carries a group's event to another process
+CLOSED = "fanout.closed"  # a relay to itself: its process has no member left, end the read loop
+CLOSE_TIMEOUT = 5.0
 
 
 class Member(Protocol):
@@ -62,15 +64,23 @@ async def leave(group: str, member: Member) -> None:
     if not members:
         del _members[group]
         if _crosses_processes():
-            await (await _relay()).leave(group)
+            relay = await _relay()
+            await relay.leave(group)
+            if not _members:
+                await _close(relay)
 
 
 async def send(group: str, event: dict) -> None:
     """Hand `event` to every member of `group` here, then to the other processes' members."""
     await deliver_here(group, event)
     if _crosses_processes():
-        await get_channel_layer().group_send(group, {"type": RELAYED, "group": group, "process": _PROCESS,
-                                                     "event": event})
+        try:
+            await get_channel_layer().group_send(group, {"type": RELAYED, "group": group, "process": _PROCESS,
+                                                         "event": event})
+        except Exception:
+            # This process's sockets have it; other processes' tabs resynchronise from
+            # `conversation.state` when they reconnect (deltas are numbered).
+            logger.warning("frame not relayed to other processes", exc_info=True, extra={"group": group})
 
 
 async def deliver_here(group: str, event: dict) -> None:
@@ -103,28 +113,42 @@ async def _relay() -> _Relay:
     return relay
 
 
+async def _close(relay: _Relay) -> None:
+    """End a relay whose process has no member left: with a message, not a cancel.
+
+    With Redis, every process-local channel shares one real channel, and a receive
+    cancelled mid-read can lose a message meant for another socket of this process,
+    or never end (channels_redis). So the relay is told to stop and returns between
+    two reads; the next socket to join starts a new one."""
+    loop = asyncio.get_running_loop()
+    if _relays.get(loop) is relay:
+        del _relays[loop]
+    try:
+        await get_channel_layer().send(relay.channel, {"type": CLOSED})
+        await asyncio.wait_for(asyncio.shield(relay.task), CLOSE_TIMEOUT)
+    except Exception:
+        relay.task.cancel()
+
+
 class _Relay:
     """This process's one member of the layer's groups: receives other processes' events."""
 
     def __init__(self) -> None:
         self.channel = ""
         self.started = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._joined: set[str] = set()
+        self.task: asyncio.Task | None = None
 
     async def start(self) -> None:
         # The default prefix matters with Redis: every process-local channel must share
         # one real channel, or one blocking receive starves the others.
         self.channel = await get_channel_layer().new_channel()
-        self._task = asyncio.create_task(self._listen(), name="fanout-relay")
+        self.task = asyncio.create_task(self._listen(), name="fanout-relay")
         self.started.set()
 
     async def join(self, group: str) -> None:
-        self._joined.add(group)
         await get_channel_layer().group_add(group, self.channel)
 
     async def leave(self, group: str) -> None:
-        self._joined.discard(group)
         await get_channel_layer().group_discard(group, self.channel)
         if group in _members:  # a socket joined while the discard was on its way: stay a member
             await self.join(group)
@@ -142,6 +166,8 @@ class _Relay:
                 logger.warning("fan-out relay channel failed", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
+            if message.get("type") == CLOSED:
+                return
             if message.get("type") != RELAYED or message.get("process") == _PROCESS:
                 continue  # this process delivered its own events directly
             await deliver_here(message["group"], message["event"])

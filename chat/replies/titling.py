@@ -40,7 +40,10 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
         await run_blocking(_set_title_once, row, title)
     except ChatError:
         return
-    await events.conversation_updated(row)
+    try:
+        await events.conversation_updated(row)
+    except Exception:  # the title is stored; tabs that missed it see it when they resynchronise
+        logger.warning("title not announced", exc_info=True, extra={"conversation": row.pk})
 
 
 def _set_title_once(row: Conversation, title: str) -> None:
