@@ -63,6 +63,7 @@ class ReplyTask:
         self._wakeup = asyncio.Event()
         self._renderer = StreamRenderer(keep_text=False)  # the task keeps the text itself
         self._stream_task: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None  # cancelled on shutdown (chat/replies/shutdown.py)
 
     @property
     def conversation_id(self) -> str:
@@ -70,7 +71,7 @@ class ReplyTask:
 
     def start(self) -> asyncio.Task:
         running[self.reply_id] = self
-        task = asyncio.create_task(self.run(), name=f"reply-{self.reply_id}")
+        task = self.task = asyncio.create_task(self.run(), name=f"reply-{self.reply_id}")
         task.add_done_callback(lambda _: running.pop(self.reply_id, None))
         return task
 
@@ -95,7 +96,7 @@ class ReplyTask:
         logger.info("reply started", extra={"conversation": self.conversation_id, "reply": self.reply_id,
                                             "user": self.row.owner_id, "model": self.model})
         listener = asyncio.create_task(control.listen(self.channel, self))
-        heartbeat = asyncio.create_task(claim.keep_alive(self.row, self.reply_id))
+        heartbeat = asyncio.create_task(claim.keep_alive(self.row, self.reply_id, self._progress))
         try:
             await self._broadcast(protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model))
             sender = asyncio.create_task(self._send_loop())
@@ -117,8 +118,7 @@ class ReplyTask:
             await sender
             await self._finish()
         except asyncio.CancelledError:
-            # The process is shutting down: keep what was written, marked interrupted.
-            await asyncio.shield(self._store_and_release("interrupted", None))
+            await asyncio.shield(self._interrupt())
             raise
         except Exception:
             logger.exception("reply task crashed", extra={"conversation": self.conversation_id})
@@ -133,6 +133,18 @@ class ReplyTask:
                        "seconds": round(time.monotonic() - started, 3), "stopped": self.stopped,
                        "error": self.failure.code if self.failure else None},
             )
+
+    def _progress(self) -> tuple[str, int]:
+        """The checkpoint the heartbeat stores: the text sent so far and the seq of the next delta."""
+        return "".join(self._parts), self.seq
+
+    async def _interrupt(self) -> None:
+        """The process is shutting down (chat/replies/shutdown.py): keep what was written,
+        marked interrupted, free the conversation, and tell every tab that still hears us."""
+        transcript, message = await self._store_and_release("interrupted", None)
+        if message is not None:
+            shown = await run_blocking(message_dict, transcript, message)
+            await self._broadcast(protocol.reply_completed(self.conversation_id, shown, False))
 
     async def _stream(self) -> None:
         backend = get_backend(self.model)
