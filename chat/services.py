@@ -139,8 +139,7 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
         leaf = transcript.active_branch()[-1].id if transcript.active_leaf else None
         return transcript.add_message(leaf, "user", content)
 
-    async with quotas.counted(user, model if switch_model else row.model):  # given back if busy
-        return await _claim_and_store(row, add_user_message, origin, ref)
+    return await _charged_turn(user, row, add_user_message, origin, ref, model=model if switch_model else None)
 
 
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
@@ -163,6 +162,40 @@ def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Tran
     return ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
                      model_messages=transcript.model_messages(), channel=channel,
                      title_from=branch[0].content if needs_title else None)
+
+
+class _ModelChanged(Exception):
+    """Another tab switched the conversation's model between the charge and the write."""
+
+
+MODEL_CHANGE_RETRIES = 3
+
+
+async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: str | None = None,
+                        announce_user_message: bool = True) -> Turn:
+    """Charge the model that will run, then claim and store.
+
+    The budget is counted before the write, but a `conversation.configure` from another
+    tab can switch the model in between; the reply runs on the model of the write. So
+    the write itself checks that its model is the charged one (atomically, inside the
+    store's conditional write), and on a mismatch nothing is written, the charge is
+    given back and the turn is charged again on the model now in force.
+    """
+    for _ in range(MODEL_CHANGE_RETRIES):
+        charged = model or row.model
+
+        def pinned(transcript: Transcript) -> Message:
+            result = mutate(transcript)
+            if transcript.model != charged:
+                raise _ModelChanged()
+            return result
+
+        try:
+            async with quotas.counted(user, charged):  # given back if busy or changed
+                return await _claim_and_store(row, pinned, origin, ref, announce_user_message=announce_user_message)
+        except _ModelChanged:
+            row = await get_row(user, row.pk)
+    raise _busy()
 
 
 async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
@@ -195,8 +228,7 @@ async def edit_message(user, conversation_id: str, message_id: str, content: str
         return transcript.add_message(old.parent, "user", content)
 
     # Titled conversations keep their title; one whose first reply failed gets one now.
-    async with quotas.counted(user, row.model):
-        return await _claim_and_store(row, add_sibling, origin, ref)
+    return await _charged_turn(user, row, add_sibling, origin, ref)
 
 
 async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Turn:
@@ -211,8 +243,7 @@ async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Tu
         transcript.active_leaf = message.id  # the new reply's branch; its siblings stay
         return message
 
-    async with quotas.counted(user, row.model):
-        return await _claim_and_store(row, to_last_user_message, origin, ref, announce_user_message=False)
+    return await _charged_turn(user, row, to_last_user_message, origin, ref, announce_user_message=False)
 
 
 async def switch_branch(user, conversation_id: str, message_id: str, *, origin=None, ref=None) -> None:
