@@ -140,8 +140,24 @@ class ReplyTask:
 
     async def _interrupt(self) -> None:
         """The process is shutting down (chat/replies/shutdown.py): keep what was written,
-        marked interrupted, free the conversation, and tell every tab that still hears us."""
-        transcript, message = await self._store_and_release("interrupted", None)
+        marked interrupted, free the conversation, and tell every tab that still hears us.
+
+        A store cancelled mid-way still finishes in its thread: the reply may be stored
+        already, and is then kept as it is."""
+        content = "".join(self._parts + self._pending)
+
+        def add_unless_stored(transcript: Transcript) -> Message:
+            if self.reply_id not in transcript.messages:
+                transcript.add_message(self.parent_id, "assistant", content, message_id=self.reply_id,
+                                       model=self.model, status="interrupted")
+            return transcript.messages[self.reply_id]
+
+        transcript = message = None
+        try:
+            transcript, message = await run_blocking(conversations.update_transcript, self.row, add_unless_stored)
+        except Exception:
+            logger.error("interrupted reply not stored", exc_info=True, extra={"conversation": self.conversation_id})
+        await run_blocking(claim.release, self.row, self.reply_id)
         if message is not None:
             shown = await run_blocking(message_dict, transcript, message)
             await self._broadcast(protocol.reply_completed(self.conversation_id, shown, False))
