@@ -100,7 +100,8 @@ class Chaos:
     def start(self) -> None:
         self.redis.start()
         env = server_env(self.workdir, self.model_url, REDIS_URL=self.redis.url, REDIS_PREFIX="chaos",
-                         CHAT_RATE_LIMIT_MESSAGES="100000", CHAT_RATE_LIMIT_FRAMES="100000", **self.env)
+                         CHAT_RATE_LIMIT_MESSAGES="100000", CHAT_RATE_LIMIT_FRAMES="100000",
+                         HF_DAILY_REQUESTS_PER_USER="0", HF_DAILY_REQUESTS_SITE="0", **self.env)
         self.servers = [LiveServer(env, log_path=self.workdir / f"daphne-{i}.log") for i in range(2)]
         self.servers[0].manage("migrate", "--noinput")
         self.token = self.servers[0].create_token("chaos")
