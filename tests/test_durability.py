@@ -85,7 +85,9 @@ async def test_sigterm_mid_reply_stores_the_text_as_interrupted_frees_the_conver
     assert stored["id"] == reply_id and stored["status"] == "interrupted"
     assert text == stored["content"], "the tab on the other process saw exactly the stored text"
     assert stored["content"].startswith("w0 w1 w2 w3 w4 w5") and len(stored["content"].split()) < 2000
-    assert stored["content"].startswith(text_of(writer, reply_id)), "the dying process's tab saw a prefix of it"
+    told = await writer.receive("reply.completed", timeout=10)  # before its own socket closed
+    assert told["message"] == stored, "the dying process's tab was told too"
+    assert stored["content"].startswith(text_of(writer, reply_id))
 
     first.start()  # the restarted process; the writer's page reconnects to it
     reconnected = await Tab.open(first.ws_url, token)
@@ -96,7 +98,7 @@ async def test_sigterm_mid_reply_stores_the_text_as_interrupted_frees_the_conver
     assert reopened["messages"][-1]["status"] == "interrupted"
 
     await reconnected.send("message.regenerate", conversation=conversation_id)  # the claim is free at once
-    again, done = await reconnected.follow_reply()
+    _, done = await reconnected.follow_reply()
     assert done["type"] == "reply.completed" and done["message"]["status"] == "complete", done
     for tab in (writer, watcher, reconnected):
         await tab.close()

@@ -7,14 +7,20 @@ claimed until the claim goes stale (issue 15). Under daphne, `install()` adds a 
 "before shutdown" trigger; Twisted waits for the Deferred it returns before stopping
 the reactor. It cancels every running reply, whose CancelledError path stores the text
 so far as `interrupted`, releases the claim and sends `reply.completed` to the
-conversation's group (tabs on other processes see it at once; tabs of this process,
-whose consumers daphne cancels at the same moment, see the stored reply when they
-reconnect), and waits for them, at most CHAT_SHUTDOWN_TIMEOUT seconds.
+conversation's group, and waits for them, at most CHAT_SHUTDOWN_TIMEOUT seconds.
+
+daphne's own trigger cancels every consumer at that same moment, so this process's tabs
+would only see the stored reply after they reconnect. So SIGTERM itself is taken over
+once the reactor runs: the replies are interrupted first, while the consumers still
+forward frames, and Twisted's own handler (which stops the reactor) runs after that and
+a short linger for the last frames to reach the sockets. The trigger stays for every
+other way of stopping (SIGINT, a second SIGTERM), where it finds nothing left to do.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 
 from django.conf import settings
@@ -22,6 +28,8 @@ from django.conf import settings
 from chat.replies.task import running
 
 logger = logging.getLogger(__name__)
+
+LINGER = 0.3  # seconds for the consumers to forward the last frames before daphne cancels them
 
 
 async def interrupt_replies(timeout: float) -> int:
@@ -50,3 +58,20 @@ def install() -> None:
             lambda failure: logger.error("shutdown of replies failed: %s", failure.getErrorMessage()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    reactor.callWhenRunning(_take_sigterm, reactor)  # after Twisted installed its handlers
+
+
+def _take_sigterm(reactor) -> None:
+    from twisted.internet import defer
+
+    twisted_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(twisted_handler):
+        return  # daphne runs without signal handlers: the trigger alone stores the replies
+
+    def stop_after_replies() -> None:
+        signal.signal(signal.SIGTERM, twisted_handler)  # a second SIGTERM stops at once
+        future = asyncio.ensure_future(interrupt_replies(settings.CHAT_SHUTDOWN_TIMEOUT))
+        defer.Deferred.fromFuture(future).addBoth(
+            lambda _: reactor.callLater(LINGER, twisted_handler, signal.SIGTERM, None))
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop_after_replies))

@@ -156,7 +156,7 @@ class ReplyTask:
         try:
             transcript, message = await run_blocking(conversations.update_transcript, self.row, add_unless_stored)
         except Exception:
-            logger.error("interrupted reply not stored", exc_info=True, extra={"conversation": self.conversation_id})
+            logger.exception("interrupted reply not stored", extra={"conversation": self.conversation_id})
         await run_blocking(claim.release, self.row, self.reply_id)
         if message is not None:
             shown = await run_blocking(message_dict, transcript, message)
