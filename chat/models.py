@@ -35,6 +35,10 @@ class Conversation(models.Model):
     reply_model = models.CharField(max_length=200, blank=True)
     reply_channel = models.CharField(max_length=200, blank=True)
     reply_heartbeat = models.DateTimeField(null=True, blank=True)
+    # The reply's text so far (and the seq of the delta after it), checkpointed with the
+    # heartbeat: a process killed mid-reply loses at most the text since the last beat.
+    reply_text = models.TextField(blank=True, default="")
+    reply_seq = models.IntegerField(default=0)
     share_token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True)
 
     class Meta:

@@ -9,7 +9,10 @@ for a snapshot (`reply.snapshot_request` → `reply.snapshot`: the text so far a
 snapshot arrives the socket sends `conversation.state` with it, then the buffered
 frames the snapshot does not already hold, and from then on drops deltas older than
 the snapshot (the floor). If no snapshot comes within CHAT_RESUME_TIMEOUT (the
-reply just ended, or its process died) the socket reloads the stored state instead.
+reply just ended, or its process died) the socket reloads the stored state instead;
+if the claim is still held then (a killed process whose claim is not stale yet), it
+shows the reply's last checkpoint (chat/replies/claim.py) rather than drop the text
+the tab showed, and reloads again when the claim can be recovered (issue 15).
 """
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.utils import timezone
 
 from chat import conversations, events, fanout, protocol
 from chat.blocking import run_blocking
 from chat.models import Conversation
 from chat.presenters import branch_dicts, conversation_dict
+from chat.rendering import render_markdown
 from chat.replies import claim
 
 
@@ -33,6 +38,8 @@ class Opening:
     row: Conversation
     messages: list[dict]  # rendered off the event loop: Markdown costs about 1 ms per KB
     reply_channel: str | None
+    checkpoint: dict | None = None  # the claimed reply's last checkpoint, as `generating`
+    stale_in: float = 0.0  # seconds until that claim can be recovered
 
     def state(self, generating: dict | None, ref: str | None = None) -> dict:
         return protocol.conversation_state(conversation_dict(self.row), self.messages, generating, ref)
@@ -45,7 +52,13 @@ async def open_conversation(row: Conversation) -> Opening:
         if row.reply_message:
             claim.recover_if_stale(row)
         transcript = conversations.load_transcript(row)
-        return Opening(row, branch_dicts(transcript), row.reply_channel or None)
+        opening = Opening(row, branch_dicts(transcript), row.reply_channel or None)
+        if row.reply_message:
+            opening.checkpoint = {"message": row.reply_message, "model": row.reply_model, "content": row.reply_text,
+                                  "html": render_markdown(row.reply_text), "tail": "", "seq": row.reply_seq}
+            beat = row.reply_heartbeat or timezone.now()
+            opening.stale_in = max(0.0, settings.CHAT_REPLY_STALE_SECONDS - (timezone.now() - beat).total_seconds())
+        return opening
 
     return await run_blocking(load)
 
@@ -71,13 +84,14 @@ class ConversationFeed:
         self.watching: str | None = None
         self._joining: _Joining | None = None
         self._floor: tuple[str | None, int] = (None, 0)  # (reply, seq): older deltas are in the snapshot
+        self._recheck: _Joining | None = None  # a silent reply shown from its checkpoint, reloaded when stale
 
     async def watch(self, conversation_id: str) -> None:
         """Follow `conversation_id` instead of the conversation watched so far."""
         if self.watching == conversation_id:
             return
         await self.leave()
-        self.watching, self._joining = conversation_id, None
+        self.watching, self._joining, self._recheck = conversation_id, None, None
         await events.join(events.conversation_group(conversation_id), self.socket)
 
     async def leave(self) -> None:
@@ -122,17 +136,36 @@ class ConversationFeed:
             await self._send(buffered["text"])
 
     async def expired(self, event: dict) -> None:
-        """`resume.expired`: the reply's task did not answer (it just ended, or its process died): reload."""
-        joining = self._joining
-        if joining is None or id(joining.token) != event["token"]:
-            return
-        self._joining = None
-        opening = await open_conversation(joining.opening.row)
-        await self._send(events.encode(opening.state(None, joining.ref)))
-        for buffered in joining.buffered:
-            if buffered.get("seq") is None and buffered.get("reply") is None:
-                await self._send(buffered["text"])
+        """`resume.expired`: the reply's task did not answer (it just ended, or its process died),
+        or a claim shown from its checkpoint can now be recovered: reload."""
+        joining, recheck = self._joining, self._recheck
+        if joining is not None and id(joining.token) == event["token"]:
+            self._joining = None
+            await self._reload(joining)
+        elif recheck is not None and id(recheck.token) == event["token"]:
+            self._recheck = None
+            await self._reload(_Joining(recheck.opening, None))
 
-    async def _expire(self, token: object) -> None:
-        await asyncio.sleep(settings.CHAT_RESUME_TIMEOUT)
+    async def _reload(self, joining: _Joining) -> None:
+        opening = await open_conversation(joining.opening.row)
+        generating = opening.checkpoint
+        if generating is None:
+            await self._send(events.encode(opening.state(None, joining.ref)))
+            for buffered in joining.buffered:
+                if buffered.get("seq") is None and buffered.get("reply") is None:
+                    await self._send(buffered["text"])
+            return
+        # Still claimed, and silent: its process was killed (or lost our request). Show the
+        # text it checkpointed; deltas after it still apply if the reply is alive after all.
+        self._floor = (generating["message"], generating["seq"])
+        await self._send(events.encode(opening.state(generating, joining.ref)))
+        for buffered in joining.buffered:
+            if buffered.get("reply") == generating["message"] and buffered.get("seq", -1) < generating["seq"]:
+                continue
+            await self._send(buffered["text"])
+        self._recheck = recheck = _Joining(opening, None)
+        recheck.timer = asyncio.create_task(self._expire(recheck.token, opening.stale_in + 0.1))
+
+    async def _expire(self, token: object, delay: float | None = None) -> None:
+        await asyncio.sleep(settings.CHAT_RESUME_TIMEOUT if delay is None else delay)
         await events.expire_resume(self.channel, id(token))

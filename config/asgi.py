@@ -11,6 +11,7 @@ import sys  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 from django.conf import settings  # noqa: E402
 
+from chat.replies import shutdown  # noqa: E402
 from config import backpressure  # noqa: E402
 from config.logging import install_access_log_redaction  # noqa: E402
 from consumers.auth import socket_auth  # noqa: E402
@@ -27,3 +28,4 @@ if "daphne.server" in sys.modules:
     backpressure.install(settings.CHAT_MAX_SOCKET_BUFFER_BYTES)
     backpressure.limit_incoming(settings.CHAT_MAX_FRAME_BYTES)
     install_access_log_redaction()
+    shutdown.install()  # SIGTERM stores every running reply as interrupted (issue 15)

@@ -318,7 +318,14 @@ AWS_S3_KEY_PREFIX = _env("AWS_S3_KEY_PREFIX")
 CHAT_DEFAULT_SYSTEM_PROMPT = _env("CHAT_DEFAULT_SYSTEM_PROMPT")
 # A reply whose process has not shown signs of life for this long is given up as
 # interrupted, so a crash never leaves a conversation stuck in "generating".
-CHAT_REPLY_STALE_SECONDS = _env_float("CHAT_REPLY_STALE_SECONDS", 20.0)
+# With beats every CHAT_REPLY_CHECKPOINT_SECONDS, a conversation is usable again at most
+# this long after its process was killed (issue 15: within 15 s).
+CHAT_REPLY_STALE_SECONDS = _env_float("CHAT_REPLY_STALE_SECONDS", 10.0)
+# The heartbeat of a running reply, which also stores its text so far: a killed process
+# loses at most about this much of a reply (issue 15: at most 2 s).
+CHAT_REPLY_CHECKPOINT_SECONDS = _env_float("CHAT_REPLY_CHECKPOINT_SECONDS", 1.0)
+# On SIGTERM, how long running replies get to be stored as interrupted before daphne exits.
+CHAT_SHUTDOWN_TIMEOUT = _env_float("CHAT_SHUTDOWN_TIMEOUT", 4.0)
 # Back-off waits (seconds). Settings so that tests run them in milliseconds.
 # A finished reply is stored up to 4 times while storage is down: waits of 1×, 2×, 4× this.
 CHAT_REPLY_STORE_BACKOFF = _env_float("CHAT_REPLY_STORE_BACKOFF", 0.5)

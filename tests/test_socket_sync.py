@@ -240,19 +240,27 @@ async def test_fresh_claim_of_another_process_is_busy():
 # --- Branches: regenerate, edit, switch -------------------------------------------------
 
 
-async def test_open_while_a_dead_process_holds_a_fresh_claim_answers_after_the_snapshot_timeout(settings):
+async def test_open_while_a_dead_process_holds_a_fresh_claim_shows_its_checkpoint_then_the_interrupted_reply(settings):
     settings.CHAT_RESUME_TIMEOUT = 0.3
+    settings.CHAT_REPLY_STALE_SECONDS = 1.0
     user = await create_user()
     socket = await ChatSocket.connect(user)
     conversation_id = await socket.new_conversation()
     leaf = get_store().load(user.pk, conversation_id).active_leaf
     await sync_to_async(Conversation.objects.filter(pk=conversation_id).update)(
         reply_message="livelivelivelive", reply_parent=leaf, reply_model=ECHO_MODEL,
-        reply_channel="reply.elsewhere!x", reply_heartbeat=timezone.now())
+        reply_channel="reply.elsewhere!x", reply_heartbeat=timezone.now(), reply_text="so far **bold**", reply_seq=4)
     ref = await socket.send("conversation.open", conversation=conversation_id)
     state = await socket.receive("conversation.state")
-    assert state["ref"] == ref and state["generating"] is None
+    assert state["ref"] == ref
     assert [m["role"] for m in state["messages"]] == ["user", "assistant"]
+    generating = state["generating"]
+    assert (generating["message"], generating["content"], generating["seq"]) == ("livelivelivelive", "so far **bold**", 4)
+    assert "<strong>bold</strong>" in generating["html"]
+    recovered = await socket.receive("conversation.state", timeout=5)
+    assert recovered["generating"] is None
+    last = recovered["messages"][-1]
+    assert (last["id"], last["status"], last["content"]) == ("livelivelivelive", "interrupted", "so far **bold**")
     await socket.close()
 
 

@@ -2,14 +2,17 @@
 
 The only code that writes the `reply_*` fields of `Conversation`. A reply claims the
 slot with a conditional UPDATE (the slot must be empty), proves it is alive with a
-heartbeat, and releases the slot when its reply is stored. A claim whose heartbeat
-went stale (its process died) is recovered: the reply is stored as interrupted and
-the slot freed, so a crash never leaves a conversation stuck in "generating".
+heartbeat, and releases the slot when its reply is stored. Each beat also checkpoints
+the reply's text so far (`reply_text`, with `reply_seq`, the seq of the delta after it),
+so a claim whose heartbeat went stale (its process was killed) is recovered with that
+text: the reply is stored as interrupted and the slot freed, so a crash never leaves a
+conversation stuck in "generating" and loses at most the text of the last beat.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -26,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 def _fields(reply_id: str, parent_id: str | None, model: str, channel: str) -> dict:
     return dict(reply_message=reply_id, reply_parent=parent_id, reply_model=model, reply_channel=channel,
-                reply_heartbeat=timezone.now())
+                reply_heartbeat=timezone.now(), reply_text="", reply_seq=0)
 
 
 def hold_new(row: Conversation, reply_id: str, parent_id: str, model: str, channel: str) -> None:
@@ -56,26 +59,39 @@ def set_parent(row: Conversation, reply_id: str, parent_id: str, model: str) -> 
 
 def release(row: Conversation, reply_id: str) -> None:
     Conversation.objects.filter(pk=row.pk, reply_message=reply_id).update(
-        reply_message=None, reply_parent=None, reply_model="", reply_channel="", reply_heartbeat=None
+        reply_message=None, reply_parent=None, reply_model="", reply_channel="", reply_heartbeat=None,
+        reply_text="", reply_seq=0,
     )
 
 
-def _beat(row_pk: str, reply_id: str) -> None:
-    Conversation.objects.filter(pk=row_pk, reply_message=reply_id).update(reply_heartbeat=timezone.now())
+def beat(row_pk: str, reply_id: str, text: str | None = None, seq: int = 0) -> None:
+    """One heartbeat; with `text`, also the checkpoint (the reply's text up to delta `seq`)."""
+    fields: dict = {"reply_heartbeat": timezone.now()}
+    if text is not None:
+        fields.update(reply_text=text, reply_seq=seq)
+    Conversation.objects.filter(pk=row_pk, reply_message=reply_id).update(**fields)
 
 
-async def keep_alive(row: Conversation, reply_id: str) -> None:
-    """Beat four times per stale period until cancelled, so no other process recovers a live reply."""
+async def keep_alive(row: Conversation, reply_id: str, progress: Callable[[], tuple[str, int]]) -> None:
+    """Beat every CHAT_REPLY_CHECKPOINT_SECONDS until cancelled, so no other process recovers
+    a live reply, storing the text so far (`progress()`: text, next seq) when it grew."""
+    stored_seq = 0
     while True:
-        await asyncio.sleep(settings.CHAT_REPLY_STALE_SECONDS / 4)
+        await asyncio.sleep(settings.CHAT_REPLY_CHECKPOINT_SECONDS)
+        text, seq = progress()
         try:
-            await run_blocking(_beat, row.pk, reply_id)
+            if seq != stored_seq:  # deltas only add text: an unchanged seq is an unchanged text
+                await run_blocking(beat, row.pk, reply_id, text, seq)
+                stored_seq = seq
+            else:
+                await run_blocking(beat, row.pk, reply_id)
         except Exception:
             logger.warning("heartbeat failed", exc_info=True)
 
 
 def recover_if_stale(row: Conversation) -> bool:
-    """A claim whose process died: store its reply as interrupted and free the slot.
+    """A claim whose process died: store its reply as interrupted, with the text of its
+    last checkpoint, and free the slot.
 
     True when the slot is free afterwards. Refreshes `row`.
     """
@@ -84,11 +100,11 @@ def recover_if_stale(row: Conversation) -> bool:
         return True
     if row.reply_heartbeat and timezone.now() - row.reply_heartbeat < timedelta(seconds=settings.CHAT_REPLY_STALE_SECONDS):
         return False
-    reply_id, parent_id, model = row.reply_message, row.reply_parent, row.reply_model
+    reply_id, parent_id, model, text = row.reply_message, row.reply_parent, row.reply_model, row.reply_text
 
     def add_interrupted(transcript: Transcript) -> None:
         if reply_id not in transcript.messages and parent_id in transcript.messages:
-            transcript.add_message(parent_id, "assistant", "", message_id=reply_id, model=model, status="interrupted")
+            transcript.add_message(parent_id, "assistant", text, message_id=reply_id, model=model, status="interrupted")
 
     try:
         conversations.update_transcript(row, add_interrupted, touch=False)
@@ -96,5 +112,6 @@ def recover_if_stale(row: Conversation) -> bool:
         return False
     release(row, reply_id)
     row.refresh_from_db()
-    logger.warning("reply recovered as interrupted", extra={"conversation": row.pk, "reply": reply_id})
+    logger.warning("reply recovered as interrupted", extra={"conversation": row.pk, "reply": reply_id,
+                                                            "chars": len(text)})
     return True

@@ -65,6 +65,7 @@ class ReplyTask:
     _tail: str = ""
     _stream_done: bool = False
     _broadcast_failed: bool = False
+    _stored: bool = False  # the reply is in the transcript with its final status
     _waiting_news: bool = False  # `waiting` changed since the last reply.waiting
 
     def __post_init__(self) -> None:
@@ -76,6 +77,7 @@ class ReplyTask:
             self._parts.append(self.prefix)
             self._appended.append(html["append"])
             self._tail = html["tail"]
+        self.task: asyncio.Task | None = None  # cancelled on shutdown (chat/replies/shutdown.py)
 
     @property
     def conversation_id(self) -> str:
@@ -83,7 +85,7 @@ class ReplyTask:
 
     def start(self) -> asyncio.Task:
         running[self.reply_id] = self
-        task = asyncio.create_task(self.run(), name=f"reply-{self.reply_id}")
+        task = self.task = asyncio.create_task(self.run(), name=f"reply-{self.reply_id}")
         task.add_done_callback(lambda _: running.pop(self.reply_id, None))
         return task
 
@@ -109,7 +111,7 @@ class ReplyTask:
         logger.info("reply started", extra={"conversation": self.conversation_id, "reply": self.reply_id,
                                             "user": self.row.owner_id, "model": self.model})
         listener = asyncio.create_task(control.listen(self.channel, self))
-        heartbeat = asyncio.create_task(claim.keep_alive(self.row, self.reply_id))
+        heartbeat = asyncio.create_task(claim.keep_alive(self.row, self.reply_id, self._progress))
         try:
             await self._broadcast(self._started_frame())
             sender = asyncio.create_task(self._send_loop())
@@ -131,12 +133,12 @@ class ReplyTask:
             await sender
             await self._finish()
         except asyncio.CancelledError:
-            # The process is shutting down: keep what was written, marked interrupted.
-            await asyncio.shield(self._store_and_release("interrupted", None))
+            await asyncio.shield(self._interrupt())
             raise
         except Exception:
             logger.exception("reply task crashed", extra={"conversation": self.conversation_id})
-            await self._store_and_release("failed", {"code": "model_failed", "message": "The server failed."})
+            if not self._stored:  # a crash after the reply was stored keeps what was stored
+                await self._store_and_release("failed", {"code": "model_failed", "message": "The server failed."})
         finally:
             await control.close(self.channel, listener)
             heartbeat.cancel()
@@ -155,6 +157,37 @@ class ReplyTask:
         return protocol.reply_started(self.conversation_id, self.reply_id, self.parent_id, self.model,
                                       continues=True, content=self.prefix,
                                       html={"append": "".join(self._appended), "tail": self._tail})
+
+    def _progress(self) -> tuple[str, int]:
+        """The checkpoint the heartbeat stores: the text sent so far and the seq of the next delta."""
+        return "".join(self._parts), self.seq
+
+    async def _interrupt(self) -> None:
+        """The process is shutting down (chat/replies/shutdown.py): keep what was written,
+        marked interrupted, free the conversation, and tell every tab that still hears us.
+
+        A store cancelled mid-way still finishes in its thread: the reply may be stored
+        already, and is then kept as it is."""
+        content = "".join(self._parts + self._pending)
+
+        def add_unless_stored(transcript: Transcript) -> Message:
+            stored = transcript.messages.get(self.reply_id)
+            if stored is None:
+                transcript.add_message(self.parent_id, "assistant", content, message_id=self.reply_id,
+                                       model=self.model, status="interrupted")
+            elif self.prefix is not None and stored.content == self.prefix:  # a continuation, not stored yet
+                stored.content, stored.status, stored.error = content, "interrupted", None
+            return transcript.messages[self.reply_id]
+
+        transcript = message = None
+        try:
+            transcript, message = await run_blocking(conversations.update_transcript, self.row, add_unless_stored)
+        except Exception:
+            logger.exception("interrupted reply not stored", extra={"conversation": self.conversation_id})
+        await run_blocking(claim.release, self.row, self.reply_id)
+        if message is not None:
+            shown = await run_blocking(message_dict, transcript, message)
+            await self._broadcast(protocol.reply_completed(self.conversation_id, shown, False))
 
     async def _stream(self) -> None:
         backend = get_backend(self.model)
@@ -246,6 +279,7 @@ class ReplyTask:
                     conversations.append_message, self.row, self.parent_id, "assistant", content,
                     message_id=self.reply_id, model=self.model, status=status, error=error,
                 )
+                self._stored = True
                 break
             except ChatError as failure:
                 if failure.code != "storage_unavailable" or attempt == STORE_ATTEMPTS - 1:
