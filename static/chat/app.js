@@ -7,6 +7,7 @@
 //   conversations.js  the list of conversations: its frames, rename, delete, search
 //   toolbar.js        the open conversation's header: title, model, system prompt, share
 //   alerts.js         alerts at the top of the pane
+//   menu.js, drawer.js   the navbar's menus, the sidebar as a drawer on narrow screens
 //   pane.js, sidebar.js, composer.js, render.js   the components that draw the page
 //
 // The WebSocket protocol: shared PROTOCOL.md, docs/protocol.md.
@@ -21,6 +22,8 @@ import { Composer } from "./composer.js";
 import { Toolbar } from "./toolbar.js";
 import { OpenConversation } from "./conversation.js";
 import { ConversationList } from "./conversations.js";
+import { Drawer } from "./drawer.js";
+import { setupMenus } from "./menu.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,8 +44,16 @@ const pane = new MessagePane({
   onAction: (action, detail) => current.onPaneAction(action, detail),
 });
 
-const sidebar = new Sidebar({
+setupMenus();
+const drawer = new Drawer({
   panel: $("sidebar"),
+  toggle: document.querySelector('[data-testid="sidebar-toggle"]'),
+  backdrop: document.querySelector(".sidebar-backdrop"),
+  outside: [document.querySelector(".app-navbar"), $("main")],
+});
+
+const sidebar = new Sidebar({
+  drawer,
   list: $("conversation-list"),
   emptyNote: $("conversation-empty"),
   filterNote: $("conversation-no-match"),

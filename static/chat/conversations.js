@@ -1,5 +1,5 @@
 // The user's conversations, as the sidebar shows them: the frames that change the
-// list, renaming, deleting (after the confirmation modal) and full-text search. The
+// list, renaming, deleting (after the confirmation dialog) and full-text search. The
 // sidebar (sidebar.js) draws the list; the open conversation (conversation.js) is told
 // when the list's changes concern it.
 //
@@ -22,11 +22,10 @@ export class ConversationList {
       state.settleDelete(request.conversation);
     });
 
+    // The dialog's form (method="dialog") closes it after this click.
     confirmDeleteButton.addEventListener("click", (event) => {
       const id = event.currentTarget.dataset.id;
       if (id) this.delete(id);
-      const modal = window.bootstrap && window.bootstrap.Modal.getInstance(deleteModal);
-      if (modal) modal.hide();
     });
   }
 
@@ -79,16 +78,11 @@ export class ConversationList {
     this.state.setLastSearchRef(this.connection.send("conversation.search", { query }));
   }
 
-  /** Asks for confirmation (the modal, or the browser's dialog without Bootstrap), then deletes. */
+  /** Asks for confirmation in the page's <dialog> (Escape or Cancel keeps the conversation), then deletes. */
   confirmDelete(id, title) {
-    const Modal = window.bootstrap && window.bootstrap.Modal;
-    if (!Modal) {
-      if (window.confirm(`Delete “${title}”? This cannot be undone.`)) this.delete(id);
-      return;
-    }
     this.deleteModalName.textContent = title;
     this.confirmDeleteButton.dataset.id = id;
-    Modal.getOrCreateInstance(this.deleteModal).show();
+    this.deleteModal.showModal();
   }
 
   delete(id) {

@@ -356,7 +356,7 @@ export class MessagePane {
     if (this.loading) {
       fragment.append(
         h("div", { className: "pane-loading", dataset: { testid: "pane-loading" }, attrs: { role: "status" } },
-          h("span", { className: "spinner-border spinner-border-sm", attrs: { "aria-hidden": "true" } }),
+          h("span", { className: "spinner", attrs: { "aria-hidden": "true" } }),
           h("span", { text: " Loading conversation…" })),
       );
     }

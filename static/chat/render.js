@@ -35,8 +35,28 @@ export function h(tag, props = {}, ...children) {
   return node;
 }
 
+// Older icon names (of the icon font the page used to load) still asked for by some callers.
+const ICON_ALIASES = { clipboard: "copy", check2: "check", "arrow-repeat": "refresh", trash3: "trash", "stop-fill": "stop", "x-lg": "x" };
+const SVG = "http://www.w3.org/2000/svg";
+
+function iconHref(name) {
+  return `${document.documentElement.dataset.icons || "/static/chat/icons.svg"}#${ICON_ALIASES[name] || name}`;
+}
+
+/** An icon of static/chat/icons.svg, hidden from screen readers (its button has the name). */
 export function icon(name) {
-  return h("i", { className: `bi bi-${name}`, attrs: { "aria-hidden": "true" } });
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const use = document.createElementNS(SVG, "use");
+  use.setAttribute("href", iconHref(name));
+  svg.append(use);
+  return svg;
+}
+
+function setIcon(svg, name) {
+  svg.querySelector("use").setAttribute("href", iconHref(name));
 }
 
 /** A small button showing an icon (and optionally text); label is its accessible name. */
@@ -136,7 +156,7 @@ function buildProgress() {
     h(
       "button",
       { type: "button", className: "btn btn-sm btn-outline-secondary stop-button", dataset: { action: "stop", testid: "stop" }, attrs: { "aria-label": "Stop generating" } },
-      icon("stop-fill"),
+      icon("stop"),
       h("span", { text: " Stop" }),
     ),
   );
@@ -145,9 +165,9 @@ function buildProgress() {
 export function buildMessageError(error) {
   return h(
     "div",
-    { className: "alert alert-danger message-error py-2 px-3 mt-2 mb-0", dataset: { testid: "message-error" }, attrs: { role: "status" } },
+    { className: "alert alert-danger message-error", dataset: { testid: "message-error" }, attrs: { role: "status" } },
     h("span", { text: error.text }),
-    error.detail ? h("span", { className: "d-block small mt-1 message-error-detail", text: error.detail }) : null,
+    error.detail ? h("span", { className: "small message-error-detail", text: error.detail }) : null,
   );
 }
 
@@ -180,10 +200,10 @@ export function buildFooter(msg, opts) {
   if (opts.isLast && !opts.generating) {
     if (role === "assistant" && msg.status === "failed") {
       // A failed reply: the same regenerate action, spelled out as Retry.
-      actions.append(iconButton({ iconName: "arrow-repeat", label: "Retry: write this reply again", text: "Retry", action: "regenerate", testid: "regenerate", disabled: opts.locked, className: "btn-retry" }));
+      actions.append(iconButton({ iconName: "refresh", label: "Retry: write this reply again", text: "Retry", action: "regenerate", testid: "regenerate", disabled: opts.locked, className: "btn-retry" }));
     } else {
       const label = role === "assistant" ? "Regenerate reply" : "Get a reply";
-      actions.append(iconButton({ iconName: "arrow-repeat", label, action: "regenerate", testid: "regenerate", disabled: opts.locked }));
+      actions.append(iconButton({ iconName: "refresh", label, action: "regenerate", testid: "regenerate", disabled: opts.locked }));
     }
   }
   if (actions.childElementCount) footer.append(actions);
@@ -305,18 +325,18 @@ export async function copyText(text) {
 /** Shows "Copied" (or "Copy failed") on a button for a moment. */
 export function flashButton(button, ok) {
   const label = button.querySelector(".btn-icon-text");
-  const iconNode = button.querySelector(".bi");
+  const iconNode = button.querySelector(".icon");
   const oldText = label ? label.textContent : null;
-  const oldIcon = iconNode ? iconNode.className : null;
+  const oldIcon = iconNode ? iconNode.querySelector("use").getAttribute("href") : null;
   button.classList.add(ok ? "is-done" : "is-failed");
   if (label) label.textContent = ok ? "Copied" : "Copy failed";
-  if (iconNode) iconNode.className = ok ? "bi bi-check2" : "bi bi-x";
+  if (iconNode) setIcon(iconNode, ok ? "check" : "x");
   button.setAttribute("title", ok ? "Copied" : "Copy failed");
   clearTimeout(button._flashTimer);
   button._flashTimer = setTimeout(() => {
     button.classList.remove("is-done", "is-failed");
     if (label) label.textContent = oldText;
-    if (iconNode) iconNode.className = oldIcon;
+    if (iconNode) iconNode.querySelector("use").setAttribute("href", oldIcon);
     button.setAttribute("title", button.getAttribute("aria-label") || oldText || "");
   }, 1500);
 }
@@ -344,7 +364,7 @@ export function buildConversationItem(meta, { href, active }) {
     "div",
     { className: "conversation-actions" },
     iconButton({ iconName: "pencil", label: "Rename conversation", action: "rename", testid: "rename" }),
-    iconButton({ iconName: "trash3", label: "Delete conversation", action: "delete", testid: "delete" }),
+    iconButton({ iconName: "trash", label: "Delete conversation", action: "delete", testid: "delete" }),
   );
   item.append(link, actions);
   return item;
@@ -377,12 +397,12 @@ export function buildSearchResult(result, href) {
 // --- Alerts ------------------------------------------------------------------
 
 export function buildAlert({ text, detail, code, variant = "danger" }) {
-  const closeButton = h("button", { type: "button", className: "btn-close", attrs: { "aria-label": "Dismiss" }, dataset: { action: "dismiss" } });
+  const closeButton = h("button", { type: "button", className: "btn-close", attrs: { "aria-label": "Dismiss" }, dataset: { action: "dismiss" } }, icon("x"));
   return h(
     "div",
-    { className: `alert alert-${variant} alert-dismissible app-alert shadow-sm`, dataset: { code: code || "" } },
+    { className: `alert alert-${variant} alert-dismissible app-alert`, dataset: { code: code || "" } },
     h("span", { className: "app-alert-text", text }),
-    detail ? h("span", { className: "d-block small mt-1 app-alert-detail", text: detail }) : null,
+    detail ? h("span", { className: "small app-alert-detail", text: detail }) : null,
     closeButton,
   );
 }

@@ -16,8 +16,8 @@ function isPlainClick(event) {
 }
 
 export class Sidebar {
-  constructor({ panel, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch }) {
-    Object.assign(this, { panel, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch });
+  constructor({ drawer, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch }) {
+    Object.assign(this, { drawer, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch });
     this.metas = new Map();
     this.activeId = null;
     this.maxTitleChars = null;
@@ -51,10 +51,9 @@ export class Sidebar {
     });
   }
 
-  /** On narrow screens the sidebar is an offcanvas over the pane: it closes when a conversation is opened. */
+  /** On narrow screens the sidebar is a drawer over the pane (drawer.js): it closes when a conversation is opened. */
   closeOnNarrowScreens() {
-    const offcanvas = window.bootstrap && window.bootstrap.Offcanvas.getInstance(this.panel);
-    if (offcanvas) offcanvas.hide();
+    this.drawer.close();
   }
 
   // --- The list ------------------------------------------------------------------
