@@ -34,8 +34,6 @@ export class Drawer {
     this.panel.classList.add("is-open");
     this.backdrop.hidden = false;
     this.toggle.setAttribute("aria-expanded", "true");
-    this.panel.setAttribute("role", "dialog");
-    this.panel.setAttribute("aria-modal", "true");
     for (const node of this.outside) node.inert = true;
     this.panel.focus();
   }
@@ -46,8 +44,6 @@ export class Drawer {
     this.panel.classList.remove("is-open");
     this.backdrop.hidden = true;
     this.toggle.setAttribute("aria-expanded", "false");
-    this.panel.removeAttribute("role");
-    this.panel.removeAttribute("aria-modal");
     for (const node of this.outside) node.inert = false;
     if (restoreFocus && this.panel.contains(document.activeElement)) this.toggle.focus();
   }

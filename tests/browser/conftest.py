@@ -119,7 +119,7 @@ def new_context(browser, live):
 
 
 @pytest.fixture
-def chat(new_context) -> "ChatPage":
+def chat(new_context) -> ChatPage:
     """A signed-up user on an empty chat page (desktop size)."""
     page = new_context().new_page()
     return ChatPage(page).signup()
@@ -161,7 +161,7 @@ class ChatPage:
 
     # --- Account and navigation ---------------------------------------------------
 
-    def signup(self, username: str | None = None) -> "ChatPage":
+    def signup(self, username: str | None = None) -> ChatPage:
         self.username = username or unique_username()
         page = self.page
         page.goto("/accounts/signup/")
@@ -173,17 +173,17 @@ class ChatPage:
         self.expect_connected()
         return self
 
-    def goto(self, path: str = "/") -> "ChatPage":
+    def goto(self, path: str = "/") -> ChatPage:
         self.page.goto(path)
         self.expect_connected()
         return self
 
-    def reload(self) -> "ChatPage":
+    def reload(self) -> ChatPage:
         self.page.reload()
         self.expect_connected()
         return self
 
-    def second_window(self, new_context, **options) -> "ChatPage":
+    def second_window(self, new_context, **options) -> ChatPage:
         """The same user in another browser window (a new context with this one's cookies)."""
         context = new_context(storage_state=self.page.context.storage_state(), **options)
         other = ChatPage(context.new_page())

@@ -32,7 +32,8 @@ from tests.live_server import REPO
 
 DOCS_MODEL = "Qwen/Qwen2.5-7B-Instruct"  # only a name: the scripted model answers
 MAIN_QUESTION = "How do I add up one column of a CSV file in Python?"
-MAIN_REPLY = """Use the standard library's `csv` module: `DictReader` gives each row as a dict keyed by the header, so you can pick the column by name.
+MAIN_REPLY = """Use the standard library's `csv` module: `DictReader` gives each row as a dict keyed by the header, \
+so you can pick the column by name.
 
 | Approach | Needs | Good for |
 |---|---|---|
