@@ -8,6 +8,7 @@
 //   toolbar.js        the open conversation's header: title, model, system prompt, share
 //   alerts.js         alerts at the top of the pane
 //   menu.js, drawer.js   the navbar's menus, the sidebar as a drawer on narrow screens
+//   shortcuts.js      keyboard shortcuts and their help dialog
 //   pane.js, sidebar.js, composer.js, render.js   the components that draw the page
 //
 // The WebSocket protocol: shared PROTOCOL.md, docs/protocol.md.
@@ -24,6 +25,7 @@ import { OpenConversation } from "./conversation.js";
 import { ConversationList } from "./conversations.js";
 import { Drawer } from "./drawer.js";
 import { setupMenus } from "./menu.js";
+import { Shortcuts } from "./shortcuts.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -74,9 +76,11 @@ const composer = new Composer({
   form: $("composer-form"),
   textarea: $("composer"),
   sendButton: $("send"),
+  stopButton: $("stop"),
   hint: $("composer-hint"),
   counter: $("composer-counter"),
   onSubmit: (text) => current.sendMessage(text),
+  onStop: () => current.onPaneAction("stop", {}),
 });
 
 const toolbar = new Toolbar({ state, connection });
@@ -91,6 +95,20 @@ conversations = new ConversationList({
   deleteModal: $("delete-modal"),
   deleteModalName: $("delete-modal-name"),
   confirmDeleteButton: $("confirm-delete"),
+});
+
+new Shortcuts({
+  dialog: $("shortcuts-dialog"),
+  openButtons: document.querySelectorAll("[data-show-shortcuts]"),
+  newChat: () => {
+    $("new-chat").click();
+    composer.focus();
+  },
+  focusComposer: () => composer.focus(),
+  copyLastReply: () => {
+    const buttons = document.querySelectorAll('[data-testid="message"][data-role="assistant"] [data-testid="copy-message"]');
+    if (buttons.length) buttons[buttons.length - 1].click();
+  },
 });
 
 /** What the server allows, for the parts that check it before sending. */

@@ -4,13 +4,18 @@
 // shown under the box, whenever a message cannot be sent (offline, a reply in
 // progress, too fast, too long).
 //
+// While a reply is being written, Stop takes the send button's place (same size, same
+// spot: nothing moves), and Escape anywhere on the page stops too, unless something
+// else on the page (a menu, a dialog, the inline editor, the search box) uses it.
+//
 // The textarea itself stays editable while sending is blocked, so that a draft can be
 // written while offline or while a reply is being written.
 
 export class Composer {
-  constructor({ form, textarea, sendButton, hint, counter, onSubmit }) {
-    Object.assign(this, { form, textarea, sendButton, hint, counter, onSubmit });
+  constructor({ form, textarea, sendButton, stopButton, hint, counter, onSubmit, onStop }) {
+    Object.assign(this, { form, textarea, sendButton, stopButton, hint, counter, onSubmit, onStop });
     this.limit = null;
+    this.generating = false;
     this.blockedReason = null; // from conversation.js: why sending is not possible now
     this.idleHint = hint.textContent;
 
@@ -25,7 +30,26 @@ export class Composer {
       event.preventDefault();
       this.submit();
     });
+    stopButton.addEventListener("click", () => this.onStop());
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || !this.generating || event.defaultPrevented) return;
+      if (event.target.closest && event.target.closest("dialog, .menu, .message-editor, .app-sidebar.is-open")) return;
+      event.preventDefault();
+      this.onStop();
+    });
     this.update();
+  }
+
+  /** A reply is being written (Stop replaces Send); stopping: its stop is on its way. */
+  setGenerating(generating, stopping = false) {
+    const moveFocus = document.activeElement === (generating ? this.sendButton : this.stopButton);
+    this.generating = generating;
+    this.sendButton.hidden = generating;
+    this.stopButton.hidden = !generating;
+    this.stopButton.disabled = stopping;
+    this.stopButton.setAttribute("aria-label", stopping ? "Stopping…" : "Stop generating");
+    this.stopButton.title = stopping ? "Stopping…" : "Stop (Escape)";
+    if (moveFocus) (generating ? this.stopButton : this.textarea).focus();
   }
 
   get value() {

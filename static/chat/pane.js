@@ -12,7 +12,7 @@
 // conversation.js can decide to resynchronise.
 
 import { buildFooter, buildMessage, codeTextFor, copyText, flashButton, h, openInNewTab } from "./render.js";
-import { announceReply, appendDelta, openStream, showStopping } from "./stream.js";
+import { announceReply, appendDelta, openStream } from "./stream.js";
 import { describeError } from "./errors.js";
 import { ScrollFollower } from "./scroll.js";
 import { InlineEditor } from "./editor.js";
@@ -302,15 +302,21 @@ export class MessagePane {
     return "ok";
   }
 
-  /** The Stop button was pressed: show that the stop is on its way. */
-  markStopping(id) {
-    const entry = id ? this.find(id) : this.generating;
-    if (entry) showStopping(entry.el, true);
+  /** Stop was pressed (the composer shows that the stop is on its way until the reply ends). */
+  markStopping() {
+    const entry = this.generating;
+    if (entry) entry.stopping = true;
   }
 
   unmarkStopping() {
     const entry = this.generating;
-    if (entry) showStopping(entry.el, false);
+    if (entry) entry.stopping = false;
+  }
+
+  /** Whether a stop was asked for the reply being written. */
+  get stopping() {
+    const entry = this.generating;
+    return Boolean(entry && entry.stopping);
   }
 
   /** The entry of a reply being written (see stream.js for html, tail and content). */
@@ -470,9 +476,6 @@ export class MessagePane {
         break;
       case "regenerate":
         this.onAction("regenerate", { id });
-        break;
-      case "stop":
-        this.onAction("stop", { id });
         break;
       default:
         break;

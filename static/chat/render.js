@@ -112,7 +112,7 @@ export function buildMessage(msg, opts = {}) {
 
   const bubble = h("div", { className: "message-bubble" });
   if (opts.generating) {
-    bubble.append(buildStreamingBody(), buildProgress());
+    bubble.append(buildStreamingBody()); // its "still writing" dot is chat.css's; Stop is the composer's
   } else {
     bubble.append(buildBody(msg));
     if (msg.status === "failed" && opts.error) bubble.append(buildMessageError(opts.error));
@@ -145,21 +145,6 @@ function buildStreamingBody() {
   });
   body.append(h("div", { className: "md-done" }), h("div", { className: "md-tail" }));
   return body;
-}
-
-function buildProgress() {
-  return h(
-    "div",
-    { className: "message-progress", dataset: { testid: "generating" } },
-    h("span", { className: "typing-dots", attrs: { "aria-hidden": "true" } }, h("span"), h("span"), h("span")),
-    h("span", { className: "message-progress-text", text: "Writing…" }),
-    h(
-      "button",
-      { type: "button", className: "btn btn-sm btn-outline-secondary stop-button", dataset: { action: "stop", testid: "stop" }, attrs: { "aria-label": "Stop generating" } },
-      icon("stop"),
-      h("span", { text: " Stop" }),
-    ),
-  );
 }
 
 export function buildMessageError(error) {

@@ -66,11 +66,3 @@ export function announceReply(announcer, entry) {
     announcer.textContent = message;
   }, 50);
 }
-
-/** The Stop button of a reply while its stop is on its way (stopping), or again usable. */
-export function showStopping(el, stopping) {
-  const button = el && el.querySelector('[data-action="stop"]');
-  if (!button) return;
-  button.disabled = stopping;
-  button.lastElementChild.textContent = stopping ? " Stopping…" : " Stop";
-}

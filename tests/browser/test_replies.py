@@ -33,7 +33,7 @@ def test_stop_mid_reply_keeps_the_partial_text_also_after_a_reload(chat):
     expect(chat.body(reply)).to_contain_text("w10")
     expect(reply).to_have_attribute("data-status", "generating")
 
-    reply.get_by_test_id("stop").click()
+    chat.by("stop").click()
     expect(reply).to_have_attribute("data-status", "stopped")
     expect(reply.get_by_test_id("message-status")).to_have_text("Stopped")
     partial = chat.body(reply).inner_text()
@@ -47,6 +47,49 @@ def test_stop_mid_reply_keeps_the_partial_text_also_after_a_reload(chat):
     expect(reply).to_have_attribute("data-status", "stopped")
     expect(reply.get_by_test_id("message-status")).to_have_text("Stopped")
     expect(chat.body(reply)).to_have_text(partial)
+
+
+# Elements of a reply that show the "still writing" dot (a ::after that pulses).
+WRITING_DOTS = """(reply) => [reply, ...reply.querySelectorAll("*")].filter(
+  (el) => getComputedStyle(el, "::after").animationName === "chat-pulse").length"""
+
+
+@pytest.mark.browser
+def test_stop_takes_the_send_buttons_place_and_escape_stops_the_reply(chat):
+    page = chat.page
+    send_box = chat.send_button.bounding_box()
+    chat.composer.fill("Long answer please #tokens=400 #delay=0.02")
+    chat.composer.press("Enter")
+    reply = chat.replies.first
+    expect(chat.body(reply)).to_contain_text("w10")
+
+    # Stop sits exactly where Send was; the reply has no button and no "Writing…" row,
+    # only a dot after its last word.
+    stop = chat.by("stop")
+    expect(stop).to_be_visible()
+    expect(chat.send_button).to_be_hidden()
+    stop_box = stop.bounding_box()
+    assert all(abs(stop_box[k] - send_box[k]) < 1 for k in ("x", "y", "width", "height")), (send_box, stop_box)
+    expect(reply.get_by_role("button")).to_have_count(0)
+    expect(reply).not_to_contain_text("Writing")
+    assert page.evaluate(WRITING_DOTS, reply.element_handle()) == 1
+
+    # Escape closes an open menu first, without stopping the reply.
+    chat.by("settings-toggle").click()
+    expect(chat.by("settings-panel")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(chat.by("settings-panel")).to_be_hidden()
+    expect(chat.by("settings-toggle")).to_be_focused()
+    expect(reply).to_have_attribute("data-status", "generating")
+
+    # In the composer, Escape stops it; Send comes back and the dot goes.
+    chat.composer.focus()
+    page.keyboard.press("Escape")
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(stop).to_be_hidden()
+    expect(chat.send_button).to_be_visible()
+    assert page.evaluate(WRITING_DOTS, reply.element_handle()) == 0
+    assert 10 < len(word_numbers(chat.body(reply).inner_text())) < 400
 
 
 @pytest.mark.browser
