@@ -68,7 +68,7 @@ const sidebar = new Sidebar({
   urlFor: conversationUrl,
   onOpen: (id) => current.open(id),
   onRename: (id, title, oldTitle) => conversations.rename(id, title, oldTitle),
-  onDelete: (id, title) => conversations.confirmDelete(id, title),
+  onDelete: (id, title) => conversations.deleteWithUndo(id, title),
   onSearch: (query) => conversations.search(query),
 });
 
@@ -87,14 +87,20 @@ const toolbar = new Toolbar({ state, connection });
 
 current = new OpenConversation({ state, connection, alerts, pane, composer, sidebar, toolbar, newChatButton: $("new-chat") });
 
+// The narrow screens' New chat, in the header: the sidebar's button does the work.
+document.querySelector('[data-testid="header-new-chat"]').addEventListener("click", (event) => {
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  $("new-chat").click();
+  if (window.matchMedia("(pointer: fine)").matches) composer.focus();
+});
+
 conversations = new ConversationList({
   state,
   connection,
   sidebar,
   openConversation: current,
-  deleteModal: $("delete-modal"),
-  deleteModalName: $("delete-modal-name"),
-  confirmDeleteButton: $("confirm-delete"),
+  undoBar: { bar: $("undo-bar"), text: $("undo-text"), undoButton: $("undo-delete") },
 });
 
 new Shortcuts({

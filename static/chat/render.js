@@ -345,14 +345,27 @@ export function buildConversationItem(meta, { href, active }) {
     h("span", { className: "conversation-title", text: conversationTitle(meta) }),
     h("span", { className: "conversation-busy", attrs: { "aria-hidden": "true" } }),
   );
-  const actions = h(
-    "div",
-    { className: "conversation-actions" },
-    iconButton({ iconName: "pencil", label: "Rename conversation", action: "rename", testid: "rename" }),
-    iconButton({ iconName: "trash", label: "Delete conversation", action: "delete", testid: "delete" }),
-  );
-  item.append(link, actions);
+  const menuButton = iconButton({ iconName: "dots", label: "Conversation options", action: "menu", testid: "conversation-menu" });
+  menuButton.setAttribute("aria-haspopup", "menu");
+  menuButton.setAttribute("aria-expanded", "false");
+  item.append(link, h("div", { className: "conversation-actions" }, menuButton));
   return item;
+}
+
+/** The "…" menu of a sidebar entry (sidebar.js opens it under its button). */
+export function buildConversationMenu() {
+  const item = (action, iconName, text, className = "") => h(
+    "button",
+    { type: "button", className: `menu-item ${className}`.trim(), dataset: { action, testid: action }, attrs: { role: "menuitem" } },
+    icon(iconName),
+    text,
+  );
+  return h(
+    "div",
+    { className: "menu conversation-menu", attrs: { role: "menu", "aria-label": "Conversation options" } },
+    item("rename", "pencil", "Rename"),
+    item("delete", "trash", "Delete", "is-danger"),
+  );
 }
 
 export function buildRenameForm(currentTitle, maxLength) {

@@ -73,6 +73,12 @@ def test_on_a_phone_the_sidebar_folds_away_and_chatting_works(new_context):
     expect(chat.replies).to_have_count(1)
     assert page.evaluate(NO_HORIZONTAL_SCROLL)
 
+    # New chat is in the phone's header too, without opening the conversations.
+    chat.by("header-new-chat").tap()
+    expect(page).to_have_url(re.compile(r"/new/$"))
+    expect(chat.messages).to_have_count(0)
+    expect(sidebar).to_be_hidden()
+
 
 @pytest.mark.browser
 def test_the_dark_theme_is_remembered_across_reloads(chat):

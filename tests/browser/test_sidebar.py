@@ -1,7 +1,8 @@
-"""The sidebar: rename, delete (after a confirmation), search, in every window of the user."""
+"""The sidebar: date groups, the "…" menu (rename, delete with Undo), search, in every window of the user."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -22,9 +23,10 @@ def test_rename_and_delete_from_the_sidebar_update_every_window(chat, new_contex
     other = chat.second_window(new_context).goto(f"/c/{doomed}/")
     expect(other.sidebar_items).to_have_count(2)
 
-    # Rename: inline, Enter saves; the other window follows, and it is stored.
+    # Rename, from the conversation's "…" menu: inline, Enter saves; the other window follows, and it is stored.
     item = chat.sidebar_item(doomed)
     expect(title_of(item)).to_have_text("Rename me later chat")
+    item.get_by_test_id("conversation-menu").click()
     item.get_by_test_id("rename").click()
     field = item.get_by_test_id("rename-input")
     expect(field).to_be_focused()
@@ -38,19 +40,32 @@ def test_rename_and_delete_from_the_sidebar_update_every_window(chat, new_contex
     chat.reload()
     expect(title_of(chat.sidebar_item(doomed))).to_have_text("Holiday plans")
 
-    # Delete asks first: cancelling keeps the conversation.
-    chat.sidebar_item(doomed).get_by_test_id("delete").click()
-    dialog = chat.by("delete-modal")
-    expect(dialog).to_be_visible()
-    expect(dialog).to_contain_text("Holiday plans")
-    dialog.locator(".modal-footer").get_by_role("button", name="Cancel").click()
-    expect(dialog).to_be_hidden()
+    # Delete (from the "…" menu): the conversation leaves the list at once, with Undo for a
+    # few seconds; Undo brings it back and nothing was deleted.
+    item = chat.sidebar_item(doomed)
+    item.get_by_test_id("conversation-menu").click()
+    item.get_by_test_id("delete").click()
+    undo_bar = chat.by("undo-bar")
+    expect(undo_bar).to_be_visible()
+    expect(undo_bar).to_contain_text("Holiday plans")
+    expect(item).to_be_hidden()
+    chat.by("undo").click()
+    expect(undo_bar).to_be_hidden()
+    expect(item).to_be_visible()
+    chat.reload()
     expect(chat.sidebar_items).to_have_count(2)
 
-    chat.sidebar_item(doomed).get_by_test_id("delete").click()
-    expect(dialog).to_be_visible()
-    chat.by("confirm-delete").click()
-    expect(dialog).to_be_hidden()
+    # By keyboard: Enter opens the menu on its first item, arrows move, Enter deletes; once
+    # the Undo bar has gone, the conversation is deleted for good.
+    chat.sidebar_item(doomed).get_by_test_id("conversation-menu").focus()
+    chat.page.keyboard.press("Enter")
+    expect(chat.sidebar_item(doomed).get_by_test_id("rename")).to_be_focused()
+    chat.page.keyboard.press("ArrowDown")
+    expect(chat.sidebar_item(doomed).get_by_test_id("delete")).to_be_focused()
+    chat.page.keyboard.press("Enter")
+    expect(undo_bar).to_be_visible()
+    expect(chat.sidebar_items.filter(visible=True)).to_have_count(1)
+    expect(undo_bar).to_be_hidden()
     expect(chat.sidebar_item(doomed)).to_have_count(0)
     expect(chat.sidebar_items).to_have_count(1)
     expect(chat.sidebar_item(kept)).to_be_visible()
@@ -140,3 +155,19 @@ def test_a_title_fades_in_once_and_not_again_when_its_conversation_moves(chat):
     expect(chat.sidebar_items.first).to_have_attribute("data-id", first)
     expect(chat.sidebar_items.nth(1)).to_have_attribute("data-id", second)
     assert chat.page.evaluate("window.__fades") == []
+
+
+@pytest.mark.browser
+def test_conversations_are_grouped_under_date_headings(chat):
+    chat.start_chat("First of today")
+    chat.by("new-chat").click()
+    chat.start_chat("Second of today")
+    groups = chat.page.locator(".conversation-group")
+    expect(groups).to_have_text(["Today"])  # one heading over both
+
+    # The same conversations seen from later days (the page's clock moved on).
+    for days, heading in ((1, "Yesterday"), (3, "Previous 7 days"), (12, "Older")):
+        chat.page.clock.set_fixed_time(datetime.now() + timedelta(days=days))
+        chat.reload()
+        expect(groups).to_have_text([heading])
+        expect(chat.sidebar_items.first.locator(".conversation-group")).to_have_text(heading)
