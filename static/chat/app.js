@@ -87,6 +87,11 @@ const toolbar = new Toolbar({ state, connection });
 
 current = new OpenConversation({ state, connection, alerts, pane, composer, sidebar, toolbar, newChatButton: $("new-chat") });
 
+$("empty-state").addEventListener("click", (event) => {
+  const suggestion = event.target.closest("[data-suggestion]");
+  if (suggestion) composer.fill(suggestion.dataset.suggestion);
+});
+
 // The narrow screens' New chat, in the header: the sidebar's button does the work.
 document.querySelector('[data-testid="header-new-chat"]').addEventListener("click", (event) => {
   if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;

@@ -104,6 +104,14 @@ export class Composer {
     this.textarea.focus();
   }
 
+  /** Replaces the text (a suggestion to start from), ready to edit or send. */
+  fill(text) {
+    this.textarea.value = text;
+    this.update();
+    this.textarea.focus();
+    this.textarea.setSelectionRange(text.length, text.length);
+  }
+
   update() {
     this.autoGrow();
     const length = this.value.length;
