@@ -143,6 +143,7 @@ connection.on("hello", (frame) => {
 function start() {
   sidebar.hydrate();
   current.hydrate();
+  composer.switchDraft(state.conversationId); // a draft kept from before a reload
   applyLimits();
   toolbar.render();
   current.refreshComposer();

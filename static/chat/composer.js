@@ -9,13 +9,35 @@
 // else on the page (a menu, a dialog, the inline editor, the search box) uses it.
 //
 // The textarea itself stays editable while sending is blocked, so that a draft can be
-// written while offline or while a reply is being written.
+// written while offline or while a reply is being written. Each conversation (and the
+// new chat) keeps its own draft, in this tab's sessionStorage: switching conversations
+// and back, or reloading, gives it back; sending it clears it.
+
+const DRAFT_PREFIX = "chat-draft:";
+
+function readDraft(key) {
+  try {
+    return window.sessionStorage.getItem(DRAFT_PREFIX + key) || "";
+  } catch {
+    return ""; // storage disabled: no drafts
+  }
+}
+
+function writeDraft(key, text) {
+  try {
+    if (text.trim()) window.sessionStorage.setItem(DRAFT_PREFIX + key, text);
+    else window.sessionStorage.removeItem(DRAFT_PREFIX + key);
+  } catch {
+    /* storage disabled or full: the draft stays in the box only */
+  }
+}
 
 export class Composer {
   constructor({ form, textarea, sendButton, stopButton, hint, counter, onSubmit, onStop }) {
     Object.assign(this, { form, textarea, sendButton, stopButton, hint, counter, onSubmit, onStop });
     this.limit = null;
     this.generating = false;
+    this.draftKey = null; // the conversation whose draft is in the box ("new" for a new chat)
     this.blockedReason = null; // from conversation.js: why sending is not possible now
     this.idleHint = hint.textContent;
 
@@ -37,6 +59,21 @@ export class Composer {
       event.preventDefault();
       this.onStop();
     });
+    this.update();
+  }
+
+  /**
+   * The open conversation changed: its own draft comes into the box (the one there stays
+   * stored under its conversation). carry: the box's text goes along instead (the new
+   * chat that just became a conversation).
+   */
+  switchDraft(conversationId, { carry = false } = {}) {
+    const key = conversationId || "new";
+    if (key === this.draftKey) return;
+    const text = this.value;
+    if (carry && this.draftKey) writeDraft(this.draftKey, "");
+    this.draftKey = key;
+    this.textarea.value = carry ? text : readDraft(key);
     this.update();
   }
 
@@ -113,6 +150,7 @@ export class Composer {
   }
 
   update() {
+    if (this.draftKey) writeDraft(this.draftKey, this.value);
     this.autoGrow();
     const length = this.value.length;
     if (this.limit) {

@@ -86,6 +86,7 @@ export class OpenConversation {
       this.composer.focus();
       return true;
     }
+    this.composer.switchDraft(id);
     state.openConversation(id, this.sidebar.get(id) || { id });
     if (push) window.history.pushState({ conversation: id }, "", conversationUrl(id));
     this.sidebar.setActive(id);
@@ -97,6 +98,7 @@ export class OpenConversation {
   }
 
   startNew({ push = true, replace = false } = {}) {
+    this.composer.switchDraft(null);
     this.state.closeConversation();
     this.pane.clear();
     this.sidebar.setActive(null);
@@ -111,6 +113,7 @@ export class OpenConversation {
   /** The first message of a new chat created this conversation: it becomes the open one. */
   adopt(meta) {
     this.state.adoptConversation({ ...(this.sidebar.get(meta.id) || {}), ...meta });
+    this.composer.switchDraft(meta.id, { carry: true });
     window.history.replaceState({ conversation: meta.id }, "", conversationUrl(meta.id));
     this.sidebar.setActive(meta.id);
     this.toolbar.render();

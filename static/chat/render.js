@@ -178,6 +178,7 @@ export function buildFooter(msg, opts) {
 
   const actions = h("div", { className: "message-actions" });
   if (role === "user") {
+    actions.append(iconButton({ iconName: "copy", label: "Copy message", action: "copy-message", testid: "copy-message" }));
     actions.append(iconButton({ iconName: "pencil", label: "Edit message", action: "edit", testid: "edit", disabled: opts.locked }));
   } else if (!opts.generating) {
     actions.append(iconButton({ iconName: "copy", label: "Copy reply", action: "copy-message", testid: "copy-message" }));
