@@ -14,6 +14,10 @@
 // and back, or reloading, gives it back; sending it clears it.
 
 const DRAFT_PREFIX = "chat-draft:";
+// A touch screen (a phone, a tablet): Enter writes a new line, as in messaging apps, and
+// the send button sends (an on-screen keyboard has no easy Shift+Enter).
+const TOUCH = "(pointer: coarse)";
+const TOUCH_HINT = "Enter for a new line; the send button sends.";
 
 function readDraft(key) {
   try {
@@ -39,11 +43,13 @@ export class Composer {
     this.generating = false;
     this.draftKey = null; // the conversation whose draft is in the box ("new" for a new chat)
     this.blockedReason = null; // from conversation.js: why sending is not possible now
-    this.idleHint = hint.textContent;
+    this.touch = window.matchMedia(TOUCH);
+    this.idleHint = this.touch.matches ? TOUCH_HINT : hint.textContent;
 
     textarea.addEventListener("input", () => this.update());
     textarea.addEventListener("keydown", (event) => {
       if (event.key !== "Enter" || event.shiftKey || event.altKey || event.ctrlKey || event.metaKey) return;
+      if (this.touch.matches) return; // a new line
       if (event.isComposing || event.keyCode === 229) return; // an input method is composing
       event.preventDefault();
       this.submit();

@@ -1,10 +1,12 @@
-"""The message box: a draft per conversation, copying a message of one's own."""
+"""The message box: a draft per conversation, copying a message of one's own, Enter on a phone."""
 from __future__ import annotations
 
 import re
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.browser.conftest import PHONE, ChatPage
 
 
 @pytest.mark.browser
@@ -46,4 +48,20 @@ def test_each_conversation_keeps_its_own_draft_and_a_sent_message_can_be_copied(
     expect(chat.composer).to_have_value("")
     expect(chat.replies.last).to_have_attribute("data-status", "complete")
     chat.reload()
+    expect(chat.composer).to_have_value("")
+
+
+@pytest.mark.browser
+def test_on_a_phone_enter_writes_a_new_line_and_the_send_button_sends(new_context):
+    chat = ChatPage(new_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()).signup()
+    expect(chat.by("composer-status")).to_contain_text("Enter for a new line")
+    chat.composer.tap()
+    chat.page.keyboard.type("First line")
+    chat.page.keyboard.press("Enter")
+    chat.page.keyboard.type("Second line")
+    expect(chat.composer).to_have_value("First line\nSecond line")
+    expect(chat.user_messages).to_have_count(0)
+
+    chat.send_button.tap()
+    expect(chat.body(chat.user_messages.first)).to_have_text("First line\nSecond line")
     expect(chat.composer).to_have_value("")
