@@ -488,6 +488,10 @@ function sameText(a, b) {
 }
 
 function failureOf(error) {
-  if (error && (error.code || error.message)) return describeError(error);
+  if (error && (error.code || error.message)) {
+    const failure = describeError(error, {}, null, true);
+    if (failure.retry_after) failure.until = Date.now() + failure.retry_after * 1000; // for the live countdown
+    return failure;
+  }
   return { text: "This reply failed before it was finished. You can retry.", detail: "" };
 }

@@ -5,6 +5,8 @@
 // server and is inserted as HTML. Every other string (titles, user text, snippets,
 // model names, error messages) is inserted as text, never as HTML.
 
+import { startCountdown } from "./countdown.js";
+
 /**
  * Creates an element. props: className, text (textContent), dataset, attrs
  * (setAttribute; a value of true sets an empty attribute, false/null/undefined skips),
@@ -73,6 +75,12 @@ export function iconButton({ iconName, label, action, testid, text, className = 
     iconName ? icon(iconName) : null,
     text ? h("span", { className: "btn-icon-text", text }) : null,
   );
+}
+
+/** The name people see for a model id (the server's label, on the model picker's options), else the id. */
+export function modelLabelFor(id) {
+  const option = Array.from(document.querySelectorAll("#model-picker option")).find((node) => node.value === id);
+  return (option && option.dataset.label) || id;
 }
 
 // --- Messages ----------------------------------------------------------------
@@ -148,10 +156,12 @@ function buildStreamingBody() {
 }
 
 export function buildMessageError(error) {
+  const text = h("span", { text: error.text });
+  if (error.until) startCountdown(text, error.until);
   return h(
     "div",
     { className: "alert alert-danger message-error", dataset: { testid: "message-error" }, attrs: { role: "status" } },
-    h("span", { text: error.text }),
+    text,
     error.detail ? h("span", { className: "small message-error-detail", text: error.detail }) : null,
   );
 }
@@ -173,7 +183,8 @@ export function buildFooter(msg, opts) {
     footer.append(h("span", { className: `badge message-status status-badge-${msg.status}`, dataset: { testid: "message-status" }, text: STATUS_LABELS[msg.status] }));
   }
   if (role === "assistant" && msg.model) {
-    footer.append(h("span", { className: "message-model", text: msg.model, attrs: { title: "Model" } }));
+    const label = modelLabelFor(msg.model);
+    footer.append(h("span", { className: "message-model", text: label, attrs: { title: `Model: ${label}` } }));
   }
 
   const actions = h("div", { className: "message-actions" });

@@ -77,6 +77,10 @@ def test_rename_and_delete_from_the_sidebar_update_every_window(chat, new_contex
     expect(other.page).to_have_url(re.compile(r"/new/$"))
     expect(other.messages).to_have_count(0)
     expect(other.by("error")).to_contain_text("deleted in another tab")
+    # In place: a banner right above the message box, not over the conversation.
+    banner = other.by("error").bounding_box()
+    composer_box = other.by("composer-form").bounding_box()
+    assert abs(banner["y"] + banner["height"] - composer_box["y"]) < 2, (banner, composer_box)
 
     chat.reload()
     expect(chat.sidebar_items).to_have_count(1)
