@@ -86,3 +86,11 @@ export function describeError(error, limits = {}, requestType = null, fromModel 
   const detail = showServerMessage && serverMessage && serverMessage !== text ? serverMessage : "";
   return { code, text, detail, retry_after: wait };
 }
+
+/** The words under a reply that failed (`reply.failed`), with the deadline of its live countdown when it has one. */
+export function describeReplyFailure(error) {
+  if (!error || !(error.code || error.message)) return { text: "This reply failed before it was finished. You can retry.", detail: "" };
+  const failure = describeError(error, {}, null, true);
+  if (failure.retry_after) failure.until = Date.now() + failure.retry_after * 1000;
+  return failure;
+}

@@ -13,10 +13,11 @@
 
 import { buildFooter, buildMessage, codeTextFor, copyText, flashButton, h, openInNewTab } from "./render.js";
 import { announceReply, appendDelta, openStream } from "./stream.js";
-import { describeError } from "./errors.js";
+import { describeReplyFailure as failureOf } from "./errors.js";
 import { ScrollFollower } from "./scroll.js";
 import { InlineEditor } from "./editor.js";
 import { rememberFocus, restoreFocus } from "./focus.js";
+import { messageActionsRoving } from "./roving.js";
 
 export class MessagePane {
   constructor({ list, scroller, jumpButton, emptyState, announcer, onAction }) {
@@ -28,6 +29,7 @@ export class MessagePane {
     this.online = false;
     this.loading = false;
     this.scroll = new ScrollFollower({ scroller, jumpButton });
+    this.roving = messageActionsRoving(list); // one Tab stop for all the messages' buttons
     this.list.addEventListener("click", (event) => this.onClick(event));
     this.editor = new InlineEditor({ list, onSubmit: (id, content) => this.onAction("edit-submit", { id, content }) });
   }
@@ -406,10 +408,12 @@ export class MessagePane {
       else entry.el.append(footer);
     });
     restoreFocus(this.list, focus);
+    this.roving.sync();
   }
 
   afterStructureChange(refresh = true) {
     if (refresh) this.refreshFooters();
+    else this.roving.sync();
     this.emptyState.hidden = this.entries.length > 0 || this.loading;
     this.list.dataset.busy = this.busy ? "true" : "false";
     this.onAction("changed", {});
@@ -487,11 +491,3 @@ function sameText(a, b) {
   return String(a || "").trim() === String(b || "").trim();
 }
 
-function failureOf(error) {
-  if (error && (error.code || error.message)) {
-    const failure = describeError(error, {}, null, true);
-    if (failure.retry_after) failure.until = Date.now() + failure.retry_after * 1000; // for the live countdown
-    return failure;
-  }
-  return { text: "This reply failed before it was finished. You can retry.", detail: "" };
-}

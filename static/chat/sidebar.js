@@ -6,6 +6,7 @@
 // onSearch(query).
 
 import { labelGroups } from "./groups.js";
+import { conversationListRoving } from "./roving.js";
 import { buildConversationItem, buildConversationMenu, buildRenameForm, buildSearchResult, conversationTitle, h } from "./render.js";
 
 function timeOf(meta) {
@@ -24,6 +25,7 @@ export class Sidebar {
     this.activeId = null;
     this.maxTitleChars = null;
     this.lastQuery = null;
+    this.roving = conversationListRoving(list); // one Tab stop for the list, arrows inside
 
     this.list.addEventListener("click", (event) => this.onListClick(event));
     this.list.addEventListener("submit", (event) => this.onRenameSubmit(event));
@@ -138,6 +140,7 @@ export class Sidebar {
       if (active) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
+    this.roving.sync();
   }
 
   /** A reply is being written in that conversation (shown as a small pulse). */
@@ -291,6 +294,7 @@ export class Sidebar {
     }
     this.filterNote.hidden = !query || shown > 0 || this.metas.size === 0;
     labelGroups(this.list.children, (item) => timeOf(this.metas.get(item.dataset.id)));
+    this.roving.sync();
   }
 
   // --- The "…" menu of a conversation ------------------------------------------------

@@ -175,3 +175,46 @@ def test_conversations_are_grouped_under_date_headings(chat):
         chat.reload()
         expect(groups).to_have_text([heading])
         expect(chat.sidebar_items.first.locator(".conversation-group")).to_have_text(heading)
+
+
+@pytest.mark.browser
+def test_the_composer_is_a_few_tab_stops_away_and_arrows_move_inside_the_lists(chat):
+    first = chat.start_chat("One conversation")
+    chat.by("new-chat").click()
+    second = chat.start_chat("Another conversation")
+    chat.send_and_wait("And a second question")
+    page = chat.page
+    chat.reload()
+
+    # From the top of the page: one stop per list (conversations, the messages' buttons).
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    stops = []
+    while len(stops) < 40:
+        page.keyboard.press("Tab")
+        if chat.composer.evaluate("(node) => node === document.activeElement"):
+            break
+        if page.evaluate("document.activeElement !== document.body"):
+            stops.append(page.evaluate("document.activeElement.dataset.testid || document.activeElement.className"))
+    assert len(stops) + 1 <= 11, " / ".join(stops)  # 33 with two chats before
+    assert stops.count("conversation-link") == 1 and "conversation-menu" not in stops, stops
+
+    # Arrows inside the conversations: Down to the next one, Right to its "…", Left back; Enter opens.
+    open_link = chat.sidebar_item(second).locator(".conversation-link")
+    open_link.focus()
+    page.keyboard.press("ArrowDown")
+    other_link = chat.sidebar_item(first).locator(".conversation-link")
+    expect(other_link).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(chat.sidebar_item(first).get_by_test_id("conversation-menu")).to_be_focused()
+    page.keyboard.press("ArrowLeft")
+    expect(other_link).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(f"/c/{first}/$"))
+    expect(chat.messages).to_have_count(2)
+
+    # In the messages' buttons, arrows go from one to the next.
+    buttons = page.locator('.message-footer button:not([disabled])')
+    buttons.first.focus()
+    page.keyboard.press("ArrowRight")
+    expect(buttons.nth(1)).to_be_focused()
+    assert page.locator('.message-footer button[tabindex="0"]').count() == 1
