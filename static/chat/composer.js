@@ -160,11 +160,12 @@ export class Composer {
     this.autoGrow();
     const length = this.value.length;
     if (this.limit) {
-      this.counter.textContent = `${length.toLocaleString()} / ${this.limit.toLocaleString()}`;
+      // Only near the limit (from 80% on): below that, a count is noise.
+      this.counter.textContent = length > this.limit * 0.8 ? `${length.toLocaleString()} / ${this.limit.toLocaleString()}` : "";
       this.counter.classList.toggle("is-over", length > this.limit);
       this.counter.classList.toggle("is-near", length <= this.limit && length > this.limit * 0.9);
     } else {
-      this.counter.textContent = length ? length.toLocaleString() : "";
+      this.counter.textContent = "";
     }
     const problem = this.problem();
     this.sendButton.disabled = Boolean(problem) || !this.value.trim();

@@ -1,4 +1,4 @@
-"""The message box: a draft per conversation, copying a message of one's own, Enter on a phone."""
+"""The message box: a draft per conversation, its counter, copying a message of one's own, Enter on a phone."""
 from __future__ import annotations
 
 import re
@@ -16,6 +16,21 @@ def test_each_conversation_keeps_its_own_draft_and_a_sent_message_can_be_copied(
     first = chat.start_chat("First conversation")
     chat.by("new-chat").click()
     second = chat.start_chat("Second conversation")
+
+    # With a mouse, a message's actions show on hover; the last message's always.
+    page.mouse.move(0, 0)
+    opacity = "(node) => getComputedStyle(node.querySelector('.message-actions')).opacity"
+    assert chat.user_messages.first.evaluate(opacity) == "0"
+    assert chat.replies.last.evaluate(opacity) == "1"
+
+    # The character counter shows only near the limit.
+    counter = chat.by("composer-counter")
+    chat.composer.fill("Short")
+    expect(counter).to_have_text("")
+    limit = page.evaluate("JSON.parse(document.getElementById('chat-boot').textContent).limits.max_content_chars")
+    chat.composer.fill("x" * (limit - 10))
+    expect(counter).to_contain_text(f"{limit:,}")
+    chat.composer.fill("")
 
     # A user message has its own Copy button.
     question = chat.user_messages.first
