@@ -151,6 +151,9 @@ export class MessagePane {
     this.entries = entries;
     this.loading = false;
     this.renderAll();
+    const anchor = this.anchor;
+    this.anchor = null;
+    if (anchor) anchor.restore(this.find(anchor.id) && this.find(anchor.id).el);
     return { lost };
   }
 
@@ -475,8 +478,10 @@ export class MessagePane {
       case "edit-cancel":
         this.editor.cancel();
         break;
-      case "branch":
-        if (button.dataset.target) this.onAction("branch", { id, target: button.dataset.target });
+      case "branch": // the other version comes where this one is on screen (see setState)
+        if (!button.dataset.target) break;
+        this.anchor = { id: button.dataset.target, restore: this.scroll.anchor(article) };
+        this.onAction("branch", { id, target: button.dataset.target });
         break;
       case "regenerate":
         this.onAction("regenerate", { id });

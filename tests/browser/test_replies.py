@@ -172,3 +172,36 @@ def test_a_reload_mid_reply_continues_the_reply_without_gap_or_duplicate(chat):
         numbers = word_numbers(text)
         assert numbers == list(range(len(numbers))), text
     assert word_numbers(streamed[0])[-1] >= 30  # the first paint already had the text so far
+
+
+OFFSET_IN_PANE = """(node) => node.getBoundingClientRect().top
+  - document.getElementById("message-scroller").getBoundingClientRect().top"""
+
+
+@pytest.mark.browser
+def test_switching_versions_of_an_earlier_message_keeps_it_where_it_was_on_screen(chat):
+    long = " #tokens=400 #markdown=mixed"
+    chat.send_and_wait("First question" + long)
+    chat.send_and_wait("Second question" + long)
+    question = chat.user_messages.nth(1)
+    question.hover()
+    question.get_by_test_id("edit").click()
+    chat.by("edit-input").fill("Second question, asked again" + long)
+    chat.by("edit-save").click()
+    expect(question.get_by_test_id("branch-counter")).to_have_text("2 / 2")
+    expect(chat.replies.last).to_have_attribute("data-status", "complete")
+    chat.send_and_wait("And more" + long)
+
+    # Reading from above: the question 120 px below the top of the pane, far from the bottom.
+    chat.page.evaluate("""(node) => { const scroller = document.getElementById("message-scroller");
+      scroller.scrollTop += node.getBoundingClientRect().top - scroller.getBoundingClientRect().top - 120; }""",
+                       question.element_handle())
+    expect(chat.by("jump-bottom")).to_be_visible()  # the pane stopped following the bottom
+    before = question.evaluate(OFFSET_IN_PANE)
+    assert abs(before - 120) < 2, before
+
+    question.get_by_test_id("branch-prev").click()
+    expect(question.get_by_test_id("branch-counter")).to_have_text("1 / 2")
+    expect(chat.body(question)).to_have_text("Second question" + long)
+    after = question.evaluate(OFFSET_IN_PANE)
+    assert abs(after - before) < 2, (before, after)
