@@ -191,6 +191,7 @@ def test_switching_versions_of_an_earlier_message_keeps_it_where_it_was_on_scree
     expect(question.get_by_test_id("branch-counter")).to_have_text("2 / 2")
     expect(chat.replies.last).to_have_attribute("data-status", "complete")
     chat.send_and_wait("And more" + long)
+    expect(chat.sidebar_items.first.locator(".conversation-title")).to_have_text("First question chat")  # no frame still due
 
     # Reading from above: the question 120 px below the top of the pane, far from the bottom.
     chat.page.evaluate("""(node) => { const scroller = document.getElementById("message-scroller");
@@ -200,7 +201,10 @@ def test_switching_versions_of_an_earlier_message_keeps_it_where_it_was_on_scree
     before = question.evaluate(OFFSET_IN_PANE)
     assert abs(before - 120) < 2, before
 
-    question.get_by_test_id("branch-prev").click()
+    previous = question.get_by_test_id("branch-prev")
+    expect(previous).to_be_enabled()
+    previous.focus()  # by keyboard (the arrows of the messages' buttons reach it too)
+    chat.page.keyboard.press("Enter")
     expect(question.get_by_test_id("branch-counter")).to_have_text("1 / 2")
     expect(chat.body(question)).to_have_text("Second question" + long)
     after = question.evaluate(OFFSET_IN_PANE)
