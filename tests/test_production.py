@@ -151,7 +151,7 @@ print(json.dumps({
     "storage": settings.STORAGES["staticfiles"]["BACKEND"],
     "url": url, "status": plain.status_code, "cache": plain.get("Cache-Control"),
     "gzip": gzipped.get("Content-Encoding"), "imports": [line for line in body.splitlines() if line.startswith("import ")],
-    "css": static("vendor/bootstrap/bootstrap.min.css"),
+    "css": static("chat/ui.css"),
     "missing": client.get("/static/chat/nope.js", secure=True).status_code,
 }))
 """
@@ -160,7 +160,7 @@ print(json.dumps({
     served = json.loads(result.stdout.strip().splitlines()[-1])
     assert served["storage"] == "config.storage.StaticFilesStorage"
     assert re.fullmatch(r"/static/chat/app\.[0-9a-f]{12}\.js", served["url"]), served
-    assert re.fullmatch(r"/static/vendor/bootstrap/bootstrap\.min\.[0-9a-f]{12}\.css", served["css"]), served
+    assert re.fullmatch(r"/static/chat/ui\.[0-9a-f]{12}\.css", served["css"]), served
     assert served["status"] == 200
     assert "immutable" in served["cache"] and "max-age=315360000" in served["cache"]
     assert served["gzip"] == "gzip"

@@ -1,7 +1,10 @@
-// Alerts: plain-text messages at the top of the message pane (what failed and what to
-// do), from errors.js's descriptions. At most three are shown; the same text is never
-// shown twice; each goes away by itself unless persistent, or with its close button.
+// Alerts: plain-text messages in a banner right above the composer, in place (what
+// failed and what to do), from errors.js's descriptions; never over the conversation.
+// At most three are shown; the same text is never shown twice; each goes away by
+// itself unless persistent, or with its close button. One that says "in N s" counts
+// down live and goes when N reaches 0.
 
+import { startCountdown } from "./countdown.js";
 import { buildAlert } from "./render.js";
 
 const MAX_SHOWN = 3;
@@ -24,10 +27,13 @@ export class Alerts {
     const alert = buildAlert({ text, detail, code, variant });
     this.area.append(alert);
     while (this.area.childElementCount > MAX_SHOWN) this.area.firstElementChild.remove();
-    if (!persistent) {
-      const wait = Number(retryAfter);
-      const seconds = Number.isFinite(wait) && wait > 0 ? Math.max(3, wait + 0.5) : DEFAULT_SECONDS;
-      setTimeout(() => alert.remove(), seconds * 1000);
+    const wait = Number(retryAfter);
+    if (Number.isFinite(wait) && wait > 0) {
+      startCountdown(alert.querySelector(".app-alert-text"), Date.now() + Math.ceil(wait) * 1000, () => {
+        if (!persistent) alert.remove();
+      });
+    } else if (!persistent) {
+      setTimeout(() => alert.remove(), DEFAULT_SECONDS * 1000);
     }
   }
 }

@@ -7,6 +7,8 @@
 //   conversations.js  the list of conversations: its frames, rename, delete, search
 //   toolbar.js        the open conversation's header: title, model, system prompt, share
 //   alerts.js         alerts at the top of the pane
+//   menu.js, drawer.js   the navbar's menus, the sidebar as a drawer on narrow screens
+//   shortcuts.js      keyboard shortcuts and their help dialog
 //   pane.js, sidebar.js, composer.js, render.js   the components that draw the page
 //
 // The WebSocket protocol: shared PROTOCOL.md, docs/protocol.md.
@@ -21,6 +23,9 @@ import { Composer } from "./composer.js";
 import { Toolbar } from "./toolbar.js";
 import { OpenConversation } from "./conversation.js";
 import { ConversationList } from "./conversations.js";
+import { Drawer } from "./drawer.js";
+import { setupMenus } from "./menu.js";
+import { Shortcuts } from "./shortcuts.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,8 +46,16 @@ const pane = new MessagePane({
   onAction: (action, detail) => current.onPaneAction(action, detail),
 });
 
-const sidebar = new Sidebar({
+setupMenus();
+const drawer = new Drawer({
   panel: $("sidebar"),
+  toggle: document.querySelector('[data-testid="sidebar-toggle"]'),
+  backdrop: document.querySelector(".sidebar-backdrop"),
+  outside: [document.querySelector(".app-navbar"), $("main")],
+});
+
+const sidebar = new Sidebar({
+  drawer,
   list: $("conversation-list"),
   emptyNote: $("conversation-empty"),
   filterNote: $("conversation-no-match"),
@@ -55,7 +68,7 @@ const sidebar = new Sidebar({
   urlFor: conversationUrl,
   onOpen: (id) => current.open(id),
   onRename: (id, title, oldTitle) => conversations.rename(id, title, oldTitle),
-  onDelete: (id, title) => conversations.confirmDelete(id, title),
+  onDelete: (id, title) => conversations.deleteWithUndo(id, title),
   onSearch: (query) => conversations.search(query),
 });
 
@@ -63,23 +76,50 @@ const composer = new Composer({
   form: $("composer-form"),
   textarea: $("composer"),
   sendButton: $("send"),
+  stopButton: $("stop"),
   hint: $("composer-hint"),
   counter: $("composer-counter"),
   onSubmit: (text) => current.sendMessage(text),
+  onStop: () => current.onPaneAction("stop", {}),
 });
 
 const toolbar = new Toolbar({ state, connection });
 
 current = new OpenConversation({ state, connection, alerts, pane, composer, sidebar, toolbar, newChatButton: $("new-chat") });
 
+$("empty-state").addEventListener("click", (event) => {
+  const suggestion = event.target.closest("[data-suggestion]");
+  if (suggestion) composer.fill(suggestion.dataset.suggestion);
+});
+
+// The narrow screens' New chat, in the header: the sidebar's button does the work.
+document.querySelector('[data-testid="header-new-chat"]').addEventListener("click", (event) => {
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  $("new-chat").click();
+  if (window.matchMedia("(pointer: fine)").matches) composer.focus();
+});
+
 conversations = new ConversationList({
   state,
   connection,
   sidebar,
   openConversation: current,
-  deleteModal: $("delete-modal"),
-  deleteModalName: $("delete-modal-name"),
-  confirmDeleteButton: $("confirm-delete"),
+  undoBar: { bar: $("undo-bar"), text: $("undo-text"), undoButton: $("undo-delete") },
+});
+
+new Shortcuts({
+  dialog: $("shortcuts-dialog"),
+  openButtons: document.querySelectorAll("[data-show-shortcuts]"),
+  newChat: () => {
+    $("new-chat").click();
+    composer.focus();
+  },
+  focusComposer: () => composer.focus(),
+  copyLastReply: () => {
+    const buttons = document.querySelectorAll('[data-testid="message"][data-role="assistant"] [data-testid="copy-message"]');
+    if (buttons.length) buttons[buttons.length - 1].click();
+  },
 });
 
 /** What the server allows, for the parts that check it before sending. */
@@ -103,6 +143,7 @@ connection.on("hello", (frame) => {
 function start() {
   sidebar.hydrate();
   current.hydrate();
+  composer.switchDraft(state.conversationId); // a draft kept from before a reload
   applyLimits();
   toolbar.render();
   current.refreshComposer();

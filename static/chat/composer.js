@@ -4,19 +4,52 @@
 // shown under the box, whenever a message cannot be sent (offline, a reply in
 // progress, too fast, too long).
 //
+// While a reply is being written, Stop takes the send button's place (same size, same
+// spot: nothing moves), and Escape anywhere on the page stops too, unless something
+// else on the page (a menu, a dialog, the inline editor, the search box) uses it.
+//
 // The textarea itself stays editable while sending is blocked, so that a draft can be
-// written while offline or while a reply is being written.
+// written while offline or while a reply is being written. Each conversation (and the
+// new chat) keeps its own draft, in this tab's sessionStorage: switching conversations
+// and back, or reloading, gives it back; sending it clears it.
+
+const DRAFT_PREFIX = "chat-draft:";
+// A touch screen (a phone, a tablet): Enter writes a new line, as in messaging apps, and
+// the send button sends (an on-screen keyboard has no easy Shift+Enter).
+const TOUCH = "(pointer: coarse)";
+const TOUCH_HINT = "Enter for a new line; the send button sends.";
+
+function readDraft(key) {
+  try {
+    return window.sessionStorage.getItem(DRAFT_PREFIX + key) || "";
+  } catch {
+    return ""; // storage disabled: no drafts
+  }
+}
+
+function writeDraft(key, text) {
+  try {
+    if (text.trim()) window.sessionStorage.setItem(DRAFT_PREFIX + key, text);
+    else window.sessionStorage.removeItem(DRAFT_PREFIX + key);
+  } catch {
+    /* storage disabled or full: the draft stays in the box only */
+  }
+}
 
 export class Composer {
-  constructor({ form, textarea, sendButton, hint, counter, onSubmit }) {
-    Object.assign(this, { form, textarea, sendButton, hint, counter, onSubmit });
+  constructor({ form, textarea, sendButton, stopButton, hint, counter, onSubmit, onStop }) {
+    Object.assign(this, { form, textarea, sendButton, stopButton, hint, counter, onSubmit, onStop });
     this.limit = null;
+    this.generating = false;
+    this.draftKey = null; // the conversation whose draft is in the box ("new" for a new chat)
     this.blockedReason = null; // from conversation.js: why sending is not possible now
-    this.idleHint = hint.textContent;
+    this.touch = window.matchMedia(TOUCH);
+    this.idleHint = this.touch.matches ? TOUCH_HINT : hint.textContent;
 
     textarea.addEventListener("input", () => this.update());
     textarea.addEventListener("keydown", (event) => {
       if (event.key !== "Enter" || event.shiftKey || event.altKey || event.ctrlKey || event.metaKey) return;
+      if (this.touch.matches) return; // a new line
       if (event.isComposing || event.keyCode === 229) return; // an input method is composing
       event.preventDefault();
       this.submit();
@@ -25,7 +58,41 @@ export class Composer {
       event.preventDefault();
       this.submit();
     });
+    stopButton.addEventListener("click", () => this.onStop());
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || !this.generating || event.defaultPrevented) return;
+      if (event.target.closest && event.target.closest("dialog, .menu, .message-editor, .app-sidebar.is-open")) return;
+      event.preventDefault();
+      this.onStop();
+    });
     this.update();
+  }
+
+  /**
+   * The open conversation changed: its own draft comes into the box (the one there stays
+   * stored under its conversation). carry: the box's text goes along instead (the new
+   * chat that just became a conversation).
+   */
+  switchDraft(conversationId, { carry = false } = {}) {
+    const key = conversationId || "new";
+    if (key === this.draftKey) return;
+    const text = this.value;
+    if (carry && this.draftKey) writeDraft(this.draftKey, "");
+    this.draftKey = key;
+    this.textarea.value = carry ? text : readDraft(key);
+    this.update();
+  }
+
+  /** A reply is being written (Stop replaces Send); stopping: its stop is on its way. */
+  setGenerating(generating, stopping = false) {
+    const moveFocus = document.activeElement === (generating ? this.sendButton : this.stopButton);
+    this.generating = generating;
+    this.sendButton.hidden = generating;
+    this.stopButton.hidden = !generating;
+    this.stopButton.disabled = stopping;
+    this.stopButton.setAttribute("aria-label", stopping ? "Stopping…" : "Stop generating");
+    this.stopButton.title = stopping ? "Stopping…" : "Stop (Escape)";
+    if (moveFocus) (generating ? this.stopButton : this.textarea).focus();
   }
 
   get value() {
@@ -80,15 +147,25 @@ export class Composer {
     this.textarea.focus();
   }
 
+  /** Replaces the text (a suggestion to start from), ready to edit or send. */
+  fill(text) {
+    this.textarea.value = text;
+    this.update();
+    this.textarea.focus();
+    this.textarea.setSelectionRange(text.length, text.length);
+  }
+
   update() {
+    if (this.draftKey) writeDraft(this.draftKey, this.value);
     this.autoGrow();
     const length = this.value.length;
     if (this.limit) {
-      this.counter.textContent = `${length.toLocaleString()} / ${this.limit.toLocaleString()}`;
+      // Only near the limit (from 80% on): below that, a count is noise.
+      this.counter.textContent = length > this.limit * 0.8 ? `${length.toLocaleString()} / ${this.limit.toLocaleString()}` : "";
       this.counter.classList.toggle("is-over", length > this.limit);
       this.counter.classList.toggle("is-near", length <= this.limit && length > this.limit * 0.9);
     } else {
-      this.counter.textContent = length ? length.toLocaleString() : "";
+      this.counter.textContent = "";
     }
     const problem = this.problem();
     this.sendButton.disabled = Boolean(problem) || !this.value.trim();

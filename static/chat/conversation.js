@@ -34,7 +34,10 @@ export class OpenConversation {
     connection.onRequestError("message.send", (frame, request) => this.onSendFailed(frame, request));
     for (const type of ["message.edit", "branch.switch", "message.regenerate", "message.continue"]) connection.onRequestError(type, () => this.resync());
     connection.onRequestError("conversation.open", (frame, request) => this.onOpenFailed(frame, request));
-    connection.onRequestError("generation.stop", () => this.pane.unmarkStopping());
+    connection.onRequestError("generation.stop", () => {
+      this.pane.setStopping(false);
+      this.refreshComposer();
+    });
     connection.onError((frame) => {
       if (frame.code === "rate_limited" && frame.retry_after) this.startCooldown(frame.retry_after);
       this.refreshComposer();
@@ -84,6 +87,7 @@ export class OpenConversation {
       this.composer.focus();
       return true;
     }
+    this.composer.switchDraft(id);
     state.openConversation(id, this.sidebar.get(id) || { id });
     if (push) window.history.pushState({ conversation: id }, "", conversationUrl(id));
     this.sidebar.setActive(id);
@@ -95,6 +99,7 @@ export class OpenConversation {
   }
 
   startNew({ push = true, replace = false } = {}) {
+    this.composer.switchDraft(null);
     this.state.closeConversation();
     this.pane.clear();
     this.sidebar.setActive(null);
@@ -109,6 +114,7 @@ export class OpenConversation {
   /** The first message of a new chat created this conversation: it becomes the open one. */
   adopt(meta) {
     this.state.adoptConversation({ ...(this.sidebar.get(meta.id) || {}), ...meta });
+    this.composer.switchDraft(meta.id, { carry: true });
     window.history.replaceState({ conversation: meta.id }, "", conversationUrl(meta.id));
     this.sidebar.setActive(meta.id);
     this.toolbar.render();
@@ -278,7 +284,7 @@ export class OpenConversation {
     this.refreshComposer();
   }
 
-  /** The pane's buttons: stop, regenerate, switch branch, edit. */
+  /** The pane's buttons (regenerate, switch branch, edit) and the composer's Stop. */
   onPaneAction(action, detail) {
     const conversation = this.state.conversationId;
     const { connection, pane } = this;
@@ -287,7 +293,10 @@ export class OpenConversation {
         this.refreshComposer();
         break;
       case "stop":
-        if (conversation && connection.send("generation.stop", { conversation })) pane.markStopping(detail.id);
+        if (conversation && pane.busy && !pane.stopping && connection.send("generation.stop", { conversation })) {
+          pane.setStopping(true);
+          this.refreshComposer();
+        }
         break;
       case "regenerate":
         if (conversation) connection.send("message.regenerate", { conversation });
@@ -358,9 +367,10 @@ export class OpenConversation {
     const cooldown = state.cooldownSeconds();
     let reason = this.connectionProblem();
     if (!reason && cooldown > 0) reason = `You're sending messages too fast — try again in ${cooldown} s.`;
-    if (!reason && pane.busy) reason = "A reply is being written. Wait for it to finish, or press Stop.";
+    if (!reason && pane.busy) reason = "A reply is being written. Stop it with the Stop button or Escape.";
     if (!reason && pane.hasPending()) reason = "Sending…";
     if (!reason && state.conversationId && state.isAwaitingState(state.conversationId) && pane.loading) reason = "Loading the conversation…";
     this.composer.setBlocked(reason);
+    this.composer.setGenerating(pane.busy && state.connection === "connected", pane.stopping);
   }
 }

@@ -1,5 +1,5 @@
 // The user's conversations, as the sidebar shows them: the frames that change the
-// list, renaming, deleting (after the confirmation modal) and full-text search. The
+// list, renaming, deleting (with a few seconds to undo it) and full-text search. The
 // sidebar (sidebar.js) draws the list; the open conversation (conversation.js) is told
 // when the list's changes concern it.
 //
@@ -7,9 +7,17 @@
 //                 search.results.
 // Requests sent:  conversation.rename, conversation.delete, conversation.search.
 
+import { UndoDelete } from "./undo.js";
+
 export class ConversationList {
-  constructor({ state, connection, sidebar, openConversation, deleteModal, deleteModalName, confirmDeleteButton }) {
-    Object.assign(this, { state, connection, sidebar, openConversation, deleteModal, deleteModalName, confirmDeleteButton });
+  constructor({ state, connection, sidebar, openConversation, undoBar }) {
+    Object.assign(this, { state, connection, sidebar, openConversation });
+    this.undoDelete = new UndoDelete({
+      ...undoBar,
+      onHide: (id) => sidebar.setDeleting(id, true),
+      onRestore: (id) => sidebar.setDeleting(id, false),
+      onCommit: (id) => this.delete(id),
+    });
 
     connection.on("conversation.created", (frame) => this.onConversationCreated(frame));
     connection.on("conversation.updated", (frame) => this.onConversationUpdated(frame));
@@ -20,13 +28,7 @@ export class ConversationList {
     });
     connection.onRequestError("conversation.delete", (frame, request) => {
       state.settleDelete(request.conversation);
-    });
-
-    confirmDeleteButton.addEventListener("click", (event) => {
-      const id = event.currentTarget.dataset.id;
-      if (id) this.delete(id);
-      const modal = window.bootstrap && window.bootstrap.Modal.getInstance(deleteModal);
-      if (modal) modal.hide();
+      sidebar.setDeleting(request.conversation, false); // still there: shown again
     });
   }
 
@@ -55,6 +57,7 @@ export class ConversationList {
   onConversationDeleted(frame) {
     const id = typeof frame.conversation === "object" && frame.conversation ? frame.conversation.id : frame.conversation;
     if (!id) return;
+    this.undoDelete.forget(id);
     this.sidebar.remove(id);
     const deletedHere = this.state.settleDelete(id);
     this.openConversation.deleted(id, deletedHere);
@@ -79,16 +82,9 @@ export class ConversationList {
     this.state.setLastSearchRef(this.connection.send("conversation.search", { query }));
   }
 
-  /** Asks for confirmation (the modal, or the browser's dialog without Bootstrap), then deletes. */
-  confirmDelete(id, title) {
-    const Modal = window.bootstrap && window.bootstrap.Modal;
-    if (!Modal) {
-      if (window.confirm(`Delete “${title}”? This cannot be undone.`)) this.delete(id);
-      return;
-    }
-    this.deleteModalName.textContent = title;
-    this.confirmDeleteButton.dataset.id = id;
-    Modal.getOrCreateInstance(this.deleteModal).show();
+  /** Deletes after a few seconds in which Undo brings the conversation back (undo.js). */
+  deleteWithUndo(id, title) {
+    this.undoDelete.schedule(id, title);
   }
 
   delete(id) {

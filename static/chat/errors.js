@@ -22,8 +22,12 @@ const TOO_LARGE = {
   "conversation.configure": ["A system prompt", "max_system_prompt_chars"],
 };
 
-/** requestType: the `type` of the request the error answers, when known (it makes too_large precise). */
-export function describeError(error, limits = {}, requestType = null) {
+/**
+ * requestType: the `type` of the request the error answers, when known (it makes
+ * too_large precise). fromModel: the error ended a reply (`reply.failed`): a rate limit
+ * there is the model provider's, never the user's doing.
+ */
+export function describeError(error, limits = {}, requestType = null, fromModel = false) {
   const code = (error && error.code) || "error";
   const serverMessage = (error && typeof error.message === "string" ? error.message : "").trim();
   const wait = seconds(error && error.retry_after);
@@ -32,6 +36,12 @@ export function describeError(error, limits = {}, requestType = null) {
 
   switch (code) {
     case "rate_limited":
+      if (fromModel) {
+        text = wait
+          ? `The model's provider is busy right now — you can retry in ${wait} s.`
+          : "The model's provider is busy right now. Retry in a moment.";
+        break;
+      }
       text = wait
         ? `You're sending messages too fast — try again in ${wait} s.`
         : "You're sending messages too fast — try again in a moment.";
@@ -76,4 +86,12 @@ export function describeError(error, limits = {}, requestType = null) {
   }
   const detail = showServerMessage && serverMessage && serverMessage !== text ? serverMessage : "";
   return { code, text, detail, retry_after: wait };
+}
+
+/** The words under a reply that failed (`reply.failed`), with the deadline of its live countdown when it has one. */
+export function describeReplyFailure(error) {
+  if (!error || !(error.code || error.message)) return { text: "This reply failed before it was finished. You can retry.", detail: "" };
+  const failure = describeError(error, {}, null, true);
+  if (failure.retry_after) failure.until = Date.now() + failure.retry_after * 1000;
+  return failure;
 }

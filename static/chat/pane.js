@@ -12,11 +12,12 @@
 // conversation.js can decide to resynchronise.
 
 import { buildFooter, buildMessage, codeTextFor, copyText, flashButton, h, openInNewTab } from "./render.js";
-import { announceReply, appendDelta, openStream, showStopping, showWaiting } from "./stream.js";
-import { describeError } from "./errors.js";
+import { announceReply, appendDelta, openStream, sameText, showWaiting } from "./stream.js";
+import { describeReplyFailure as failureOf } from "./errors.js";
 import { ScrollFollower } from "./scroll.js";
 import { InlineEditor } from "./editor.js";
 import { rememberFocus, restoreFocus } from "./focus.js";
+import { messageActionsRoving } from "./roving.js";
 
 export class MessagePane {
   constructor({ list, scroller, jumpButton, emptyState, announcer, onAction }) {
@@ -28,6 +29,7 @@ export class MessagePane {
     this.online = false;
     this.loading = false;
     this.scroll = new ScrollFollower({ scroller, jumpButton });
+    this.roving = messageActionsRoving(list); // one Tab stop for all the messages' buttons
     this.list.addEventListener("click", (event) => this.onClick(event));
     this.editor = new InlineEditor({ list, onSubmit: (id, content) => this.onAction("edit-submit", { id, content }) });
   }
@@ -150,6 +152,9 @@ export class MessagePane {
     this.entries = entries;
     this.loading = false;
     this.renderAll();
+    const anchor = this.anchor;
+    this.anchor = null;
+    if (anchor) anchor.restore(this.find(anchor.id) && this.find(anchor.id).el);
     return { lost };
   }
 
@@ -314,15 +319,16 @@ export class MessagePane {
     return "ok";
   }
 
-  /** The Stop button was pressed: show that the stop is on its way. */
-  markStopping(id) {
-    const entry = id ? this.find(id) : this.generating;
-    if (entry) showStopping(entry.el, true);
+  /** Stop was pressed, or its request failed (the composer shows that the stop is on its way). */
+  setStopping(stopping) {
+    const entry = this.generating;
+    if (entry) entry.stopping = stopping;
   }
 
-  unmarkStopping() {
+  /** Whether a stop was asked for the reply being written. */
+  get stopping() {
     const entry = this.generating;
-    if (entry) showStopping(entry.el, false);
+    return Boolean(entry && entry.stopping);
   }
 
   /** The entry of a reply being written (see stream.js for html, tail and content). */
@@ -368,7 +374,7 @@ export class MessagePane {
     if (this.loading) {
       fragment.append(
         h("div", { className: "pane-loading", dataset: { testid: "pane-loading" }, attrs: { role: "status" } },
-          h("span", { className: "spinner-border spinner-border-sm", attrs: { "aria-hidden": "true" } }),
+          h("span", { className: "spinner", attrs: { "aria-hidden": "true" } }),
           h("span", { text: " Loading conversation…" })),
       );
     }
@@ -412,10 +418,12 @@ export class MessagePane {
       else entry.el.append(footer);
     });
     restoreFocus(this.list, focus);
+    this.roving.sync();
   }
 
   afterStructureChange(refresh = true) {
     if (refresh) this.refreshFooters();
+    else this.roving.sync();
     this.emptyState.hidden = this.entries.length > 0 || this.loading;
     this.list.dataset.busy = this.busy ? "true" : "false";
     this.onAction("changed", {});
@@ -477,12 +485,13 @@ export class MessagePane {
       case "edit-cancel":
         this.editor.cancel();
         break;
-      case "branch":
-        if (button.dataset.target) this.onAction("branch", { id, target: button.dataset.target });
+      case "branch": // the other version comes where this one is on screen (see setState)
+        if (!button.dataset.target) break;
+        this.anchor = { id: button.dataset.target, restore: this.scroll.anchor(article) };
+        this.onAction("branch", { id, target: button.dataset.target });
         break;
       case "regenerate":
       case "continue":
-      case "stop":
         this.onAction(button.dataset.action, { id });
         break;
       default:
@@ -491,11 +500,3 @@ export class MessagePane {
   }
 }
 
-function sameText(a, b) {
-  return String(a || "").trim() === String(b || "").trim();
-}
-
-function failureOf(error) {
-  if (error && (error.code || error.message)) return describeError(error);
-  return { text: "This reply failed before it was finished. You can retry.", detail: "" };
-}

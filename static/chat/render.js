@@ -5,6 +5,8 @@
 // server and is inserted as HTML. Every other string (titles, user text, snippets,
 // model names, error messages) is inserted as text, never as HTML.
 
+import { startCountdown } from "./countdown.js";
+
 /**
  * Creates an element. props: className, text (textContent), dataset, attrs
  * (setAttribute; a value of true sets an empty attribute, false/null/undefined skips),
@@ -35,8 +37,28 @@ export function h(tag, props = {}, ...children) {
   return node;
 }
 
+// Older icon names (of the icon font the page used to load) still asked for by some callers.
+const ICON_ALIASES = { clipboard: "copy", check2: "check", "arrow-repeat": "refresh", trash3: "trash", "stop-fill": "stop", "x-lg": "x" };
+const SVG = "http://www.w3.org/2000/svg";
+
+function iconHref(name) {
+  return `${document.documentElement.dataset.icons || "/static/chat/icons.svg"}#${ICON_ALIASES[name] || name}`;
+}
+
+/** An icon of static/chat/icons.svg, hidden from screen readers (its button has the name). */
 export function icon(name) {
-  return h("i", { className: `bi bi-${name}`, attrs: { "aria-hidden": "true" } });
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const use = document.createElementNS(SVG, "use");
+  use.setAttribute("href", iconHref(name));
+  svg.append(use);
+  return svg;
+}
+
+function setIcon(svg, name) {
+  svg.querySelector("use").setAttribute("href", iconHref(name));
 }
 
 /** A small button showing an icon (and optionally text); label is its accessible name. */
@@ -53,6 +75,12 @@ export function iconButton({ iconName, label, action, testid, text, className = 
     iconName ? icon(iconName) : null,
     text ? h("span", { className: "btn-icon-text", text }) : null,
   );
+}
+
+/** The name people see for a model id (the server's label, on the model picker's options), else the id. */
+export function modelLabelFor(id) {
+  const option = Array.from(document.querySelectorAll("#model-picker option")).find((node) => node.value === id);
+  return (option && option.dataset.label) || id;
 }
 
 // --- Messages ----------------------------------------------------------------
@@ -93,7 +121,7 @@ export function buildMessage(msg, opts = {}) {
 
   const bubble = h("div", { className: "message-bubble" });
   if (opts.generating) {
-    bubble.append(buildStreamingBody(), buildProgress());
+    bubble.append(buildStreamingBody()); // its "still writing" dot is chat.css's; Stop is the composer's
   } else {
     bubble.append(buildBody(msg));
     if (msg.status === "failed" && opts.error) bubble.append(buildMessageError(opts.error));
@@ -128,27 +156,14 @@ function buildStreamingBody() {
   return body;
 }
 
-function buildProgress() {
-  return h(
-    "div",
-    { className: "message-progress", dataset: { testid: "generating" } },
-    h("span", { className: "typing-dots", attrs: { "aria-hidden": "true" } }, h("span"), h("span"), h("span")),
-    h("span", { className: "message-progress-text", text: "Writing…" }),
-    h(
-      "button",
-      { type: "button", className: "btn btn-sm btn-outline-secondary stop-button", dataset: { action: "stop", testid: "stop" }, attrs: { "aria-label": "Stop generating" } },
-      icon("stop-fill"),
-      h("span", { text: " Stop" }),
-    ),
-  );
-}
-
 export function buildMessageError(error) {
+  const text = h("span", { text: error.text });
+  if (error.until) startCountdown(text, error.until);
   return h(
     "div",
-    { className: "alert alert-danger message-error py-2 px-3 mt-2 mb-0", dataset: { testid: "message-error" }, attrs: { role: "status" } },
-    h("span", { text: error.text }),
-    error.detail ? h("span", { className: "d-block small mt-1 message-error-detail", text: error.detail }) : null,
+    { className: "alert alert-danger message-error", dataset: { testid: "message-error" }, attrs: { role: "status" } },
+    text,
+    error.detail ? h("span", { className: "small message-error-detail", text: error.detail }) : null,
   );
 }
 
@@ -169,11 +184,13 @@ export function buildFooter(msg, opts) {
     footer.append(h("span", { className: `badge message-status status-badge-${msg.status}`, dataset: { testid: "message-status" }, text: STATUS_LABELS[msg.status] }));
   }
   if (role === "assistant" && msg.model) {
-    footer.append(h("span", { className: "message-model", text: msg.model, attrs: { title: "Model" } }));
+    const label = modelLabelFor(msg.model);
+    footer.append(h("span", { className: "message-model", text: label, attrs: { title: `Model: ${label}` } }));
   }
 
   const actions = h("div", { className: "message-actions" });
   if (role === "user") {
+    actions.append(iconButton({ iconName: "copy", label: "Copy message", action: "copy-message", testid: "copy-message" }));
     actions.append(iconButton({ iconName: "pencil", label: "Edit message", action: "edit", testid: "edit", disabled: opts.locked }));
   } else if (!opts.generating) {
     actions.append(iconButton({ iconName: "copy", label: "Copy reply", action: "copy-message", testid: "copy-message" }));
@@ -185,10 +202,10 @@ export function buildFooter(msg, opts) {
   if (opts.isLast && !opts.generating) {
     if (role === "assistant" && msg.status === "failed") {
       // A failed reply: the same regenerate action, spelled out as Retry.
-      actions.append(iconButton({ iconName: "arrow-repeat", label: "Retry: write this reply again", text: "Retry", action: "regenerate", testid: "regenerate", disabled: opts.locked, className: "btn-retry" }));
+      actions.append(iconButton({ iconName: "refresh", label: "Retry: write this reply again", text: "Retry", action: "regenerate", testid: "regenerate", disabled: opts.locked, className: "btn-retry" }));
     } else {
       const label = role === "assistant" ? "Regenerate reply" : "Get a reply";
-      actions.append(iconButton({ iconName: "arrow-repeat", label, action: "regenerate", testid: "regenerate", disabled: opts.locked }));
+      actions.append(iconButton({ iconName: "refresh", label, action: "regenerate", testid: "regenerate", disabled: opts.locked }));
     }
   }
   if (actions.childElementCount) footer.append(actions);
@@ -310,18 +327,18 @@ export async function copyText(text) {
 /** Shows "Copied" (or "Copy failed") on a button for a moment. */
 export function flashButton(button, ok) {
   const label = button.querySelector(".btn-icon-text");
-  const iconNode = button.querySelector(".bi");
+  const iconNode = button.querySelector(".icon");
   const oldText = label ? label.textContent : null;
-  const oldIcon = iconNode ? iconNode.className : null;
+  const oldIcon = iconNode ? iconNode.querySelector("use").getAttribute("href") : null;
   button.classList.add(ok ? "is-done" : "is-failed");
   if (label) label.textContent = ok ? "Copied" : "Copy failed";
-  if (iconNode) iconNode.className = ok ? "bi bi-check2" : "bi bi-x";
+  if (iconNode) setIcon(iconNode, ok ? "check" : "x");
   button.setAttribute("title", ok ? "Copied" : "Copy failed");
   clearTimeout(button._flashTimer);
   button._flashTimer = setTimeout(() => {
     button.classList.remove("is-done", "is-failed");
     if (label) label.textContent = oldText;
-    if (iconNode) iconNode.className = oldIcon;
+    if (iconNode) iconNode.querySelector("use").setAttribute("href", oldIcon);
     button.setAttribute("title", button.getAttribute("aria-label") || oldText || "");
   }, 1500);
 }
@@ -345,14 +362,27 @@ export function buildConversationItem(meta, { href, active }) {
     h("span", { className: "conversation-title", text: conversationTitle(meta) }),
     h("span", { className: "conversation-busy", attrs: { "aria-hidden": "true" } }),
   );
-  const actions = h(
-    "div",
-    { className: "conversation-actions" },
-    iconButton({ iconName: "pencil", label: "Rename conversation", action: "rename", testid: "rename" }),
-    iconButton({ iconName: "trash3", label: "Delete conversation", action: "delete", testid: "delete" }),
-  );
-  item.append(link, actions);
+  const menuButton = iconButton({ iconName: "dots", label: "Conversation options", action: "menu", testid: "conversation-menu" });
+  menuButton.setAttribute("aria-haspopup", "menu");
+  menuButton.setAttribute("aria-expanded", "false");
+  item.append(link, h("div", { className: "conversation-actions" }, menuButton));
   return item;
+}
+
+/** The "…" menu of a sidebar entry (sidebar.js opens it under its button). */
+export function buildConversationMenu() {
+  const item = (action, iconName, text, className = "") => h(
+    "button",
+    { type: "button", className: `menu-item ${className}`.trim(), dataset: { action, testid: action }, attrs: { role: "menuitem" } },
+    icon(iconName),
+    text,
+  );
+  return h(
+    "div",
+    { className: "menu conversation-menu", attrs: { role: "menu", "aria-label": "Conversation options" } },
+    item("rename", "pencil", "Rename"),
+    item("delete", "trash", "Delete", "is-danger"),
+  );
 }
 
 export function buildRenameForm(currentTitle, maxLength) {
@@ -382,12 +412,12 @@ export function buildSearchResult(result, href) {
 // --- Alerts ------------------------------------------------------------------
 
 export function buildAlert({ text, detail, code, variant = "danger" }) {
-  const closeButton = h("button", { type: "button", className: "btn-close", attrs: { "aria-label": "Dismiss" }, dataset: { action: "dismiss" } });
+  const closeButton = h("button", { type: "button", className: "btn-close", attrs: { "aria-label": "Dismiss" }, dataset: { action: "dismiss" } }, icon("x"));
   return h(
     "div",
-    { className: `alert alert-${variant} alert-dismissible app-alert shadow-sm`, dataset: { code: code || "" } },
+    { className: `alert alert-${variant} alert-dismissible app-alert`, dataset: { code: code || "" } },
     h("span", { className: "app-alert-text", text }),
-    detail ? h("span", { className: "d-block small mt-1 app-alert-detail", text: detail }) : null,
+    detail ? h("span", { className: "small app-alert-detail", text: detail }) : null,
     closeButton,
   );
 }

@@ -40,6 +40,22 @@ export class ScrollFollower {
     this.jumpButton.hidden = true;
   }
 
+  /**
+   * Remembers where `el` is in the pane; the function returned scrolls so that `next`
+   * (the element that replaces it: another version of a message) is at the same place.
+   */
+  anchor(el) {
+    const top = (node) => node.getBoundingClientRect().top - this.scroller.getBoundingClientRect().top;
+    const before = top(el);
+    return (next) => {
+      if (!next || !next.isConnected) return;
+      this.scroller.scrollTop += top(next) - before;
+      this.lastScrollTop = this.scroller.scrollTop;
+      this.stickToBottom = this.isNearBottom();
+      this.jumpButton.hidden = this.stickToBottom;
+    };
+  }
+
   /** Keeps the newest text in view, unless the user has scrolled up to read. */
   followIfStuck() {
     if (this.stickToBottom) {

@@ -1,10 +1,13 @@
-// The sidebar: the list of conversations (newest first by updated_at), the open one
-// highlighted, inline rename, delete (the confirmation modal is conversations.js's),
-// the title filter and the full-text search results. It does not talk to the socket:
+// The sidebar: the list of conversations (newest first by updated_at, under date
+// headings: groups.js), the open one highlighted, a "…" menu per conversation (rename,
+// delete: its undo is conversations.js's), the title filter and the full-text search
+// results. It does not talk to the socket:
 // it calls onOpen(id), onRename(id, title, oldTitle), onDelete(id, title) and
 // onSearch(query).
 
-import { buildConversationItem, buildRenameForm, buildSearchResult, conversationTitle, h } from "./render.js";
+import { labelGroups } from "./groups.js";
+import { conversationListRoving } from "./roving.js";
+import { buildConversationItem, buildConversationMenu, buildRenameForm, buildSearchResult, conversationTitle, h } from "./render.js";
 
 function timeOf(meta) {
   const t = Date.parse(meta && meta.updated_at);
@@ -16,17 +19,22 @@ function isPlainClick(event) {
 }
 
 export class Sidebar {
-  constructor({ panel, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch }) {
-    Object.assign(this, { panel, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch });
+  constructor({ drawer, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch }) {
+    Object.assign(this, { drawer, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch });
     this.metas = new Map();
     this.activeId = null;
     this.maxTitleChars = null;
     this.lastQuery = null;
+    this.roving = conversationListRoving(list); // one Tab stop for the list, arrows inside
 
     this.list.addEventListener("click", (event) => this.onListClick(event));
     this.list.addEventListener("submit", (event) => this.onRenameSubmit(event));
     this.list.addEventListener("keydown", (event) => this.onRenameKeydown(event));
     this.list.addEventListener("focusout", (event) => this.onRenameBlur(event));
+    this.list.addEventListener("keydown", (event) => this.onMenuKeydown(event));
+    document.addEventListener("click", (event) => {
+      if (this.openMenu && !this.openMenu.closest('[data-testid="conversation-item"]').contains(event.target)) this.closeMenu();
+    });
     this.searchInput.addEventListener("input", () => this.onSearchInput());
     this.searchInput.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && this.searchInput.value) {
@@ -51,10 +59,9 @@ export class Sidebar {
     });
   }
 
-  /** On narrow screens the sidebar is an offcanvas over the pane: it closes when a conversation is opened. */
+  /** On narrow screens the sidebar is a drawer over the pane (drawer.js): it closes when a conversation is opened. */
   closeOnNarrowScreens() {
-    const offcanvas = window.bootstrap && window.bootstrap.Offcanvas.getInstance(this.panel);
-    if (offcanvas) offcanvas.hide();
+    this.drawer.close();
   }
 
   // --- The list ------------------------------------------------------------------
@@ -133,6 +140,7 @@ export class Sidebar {
       if (active) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
+    this.roving.sync();
   }
 
   /** A reply is being written in that conversation (shown as a small pulse). */
@@ -173,6 +181,14 @@ export class Sidebar {
     this.applyFilter();
   }
 
+  /** A delete waits for its undo time: the item is hidden (deleting), or shown again. */
+  setDeleting(id, deleting) {
+    const item = this.itemFor(id);
+    if (!item) return;
+    item.classList.toggle("is-deleting", deleting);
+    this.applyFilter();
+  }
+
   // --- Clicks, rename --------------------------------------------------------------
 
   onListClick(event) {
@@ -181,8 +197,15 @@ export class Sidebar {
     const id = item.dataset.id;
     const button = event.target.closest("[data-action]");
     if (button) {
-      if (button.dataset.action === "rename") this.startRename(id);
-      else if (button.dataset.action === "delete") this.onDelete(id, conversationTitle(this.metas.get(id)));
+      const action = button.dataset.action;
+      if (action === "menu") {
+        if (this.openMenu && item.contains(this.openMenu)) this.closeMenu({ focusButton: true });
+        else this.showMenu(item);
+        return;
+      }
+      this.closeMenu();
+      if (action === "rename") this.startRename(id);
+      else if (action === "delete") this.onDelete(id, conversationTitle(this.metas.get(id)));
       return;
     }
     const link = event.target.closest(".conversation-link");
@@ -259,17 +282,55 @@ export class Sidebar {
     if (!this.searchInput.value.trim()) this.hideResults();
   }
 
-  /** Hides the conversations whose title does not contain what is typed in the search box. */
+  /** Hides the conversations whose title does not contain what is typed in the search box (and those being deleted). */
   applyFilter() {
     const query = this.searchInput.value.trim().toLowerCase();
     let shown = 0;
     for (const item of this.list.children) {
       const title = conversationTitle(this.metas.get(item.dataset.id)).toLowerCase();
       const match = !query || title.includes(query);
-      item.hidden = !match;
+      item.hidden = !match || item.classList.contains("is-deleting");
       if (match) shown += 1;
     }
     this.filterNote.hidden = !query || shown > 0 || this.metas.size === 0;
+    labelGroups(this.list.children, (item) => timeOf(this.metas.get(item.dataset.id)));
+    this.roving.sync();
+  }
+
+  // --- The "…" menu of a conversation ------------------------------------------------
+
+  showMenu(item) {
+    this.closeMenu();
+    const button = item.querySelector('[data-action="menu"]');
+    this.openMenu = buildConversationMenu();
+    item.querySelector(".conversation-actions").append(this.openMenu);
+    button.setAttribute("aria-expanded", "true");
+    this.openMenu.querySelector(".menu-item").focus();
+  }
+
+  closeMenu({ focusButton = false } = {}) {
+    const menu = this.openMenu;
+    if (!menu) return;
+    this.openMenu = null;
+    const button = menu.parentElement.querySelector('[data-action="menu"]');
+    const hadFocus = menu.contains(document.activeElement);
+    menu.remove();
+    button.setAttribute("aria-expanded", "false");
+    if (focusButton || hadFocus) button.focus();
+  }
+
+  onMenuKeydown(event) {
+    const menu = event.target.closest(".conversation-menu");
+    if (!menu) return;
+    const items = [...menu.querySelectorAll(".menu-item")];
+    const index = items.indexOf(document.activeElement);
+    if (event.key === "Escape" || event.key === "Tab") {
+      if (event.key === "Escape") event.preventDefault();
+      this.closeMenu({ focusButton: true });
+    } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      items[(index + (event.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
+    }
   }
 
   showResults(query, results) {

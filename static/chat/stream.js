@@ -83,10 +83,7 @@ export function announceReply(announcer, entry) {
   }, 50);
 }
 
-/** The Stop button of a reply while its stop is on its way (stopping), or again usable. */
-export function showStopping(el, stopping) {
-  const button = el && el.querySelector('[data-action="stop"]');
-  if (!button) return;
-  button.disabled = stopping;
-  button.lastElementChild.textContent = stopping ? " Stopping…" : " Stop";
+/** Whether a stored message is the one a tab sent (whitespace at the ends aside). */
+export function sameText(a, b) {
+  return String(a || "").trim() === String(b || "").trim();
 }

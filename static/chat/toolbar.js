@@ -11,10 +11,11 @@ import { conversationTitle, copyText, flashButton, h } from "./render.js";
 const $ = (id) => document.getElementById(id);
 const EXPORT_LINKS = [["export-md", "export.md"], ["export-json", "export.json"]];
 
+// An unavailable model says so, without the server's reason: that is written for the
+// operator (which setting is missing), not for the person choosing a model.
 function modelLabel(model) {
   const label = model.label || model.id;
-  if (model.available !== false) return label;
-  return `${label} — unavailable${model.reason ? `: ${model.reason}` : ""}`;
+  return model.available === false ? `${label} — unavailable` : label;
 }
 
 export class Toolbar {
@@ -128,7 +129,8 @@ export class Toolbar {
     const options = state.models.map((model) =>
       h("option", {
         text: modelLabel(model),
-        attrs: { value: model.id, title: model.available === false ? model.reason || "Not available" : null },
+        attrs: { value: model.id, title: model.available === false ? "Not available right now" : null },
+        dataset: { label: model.label || model.id },
         disabled: model.available === false,
       }),
     );

@@ -32,7 +32,8 @@ from tests.live_server import REPO
 
 DOCS_MODEL = "Qwen/Qwen2.5-7B-Instruct"  # only a name: the scripted model answers
 MAIN_QUESTION = "How do I add up one column of a CSV file in Python?"
-MAIN_REPLY = """Use the standard library's `csv` module: `DictReader` gives each row as a dict keyed by the header, so you can pick the column by name.
+MAIN_REPLY = """Use the standard library's `csv` module: `DictReader` gives each row as a dict keyed by the header, \
+so you can pick the column by name.
 
 | Approach | Needs | Good for |
 |---|---|---|
@@ -133,6 +134,7 @@ def take_screenshots(browser, server, out: Path) -> None:
     phone = ChatPage(browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, base_url=server.url,
                                          color_scheme="light", storage_state=state).new_page())
     phone.goto(f"/c/{conversation}/")
+    expect(phone.replies.last).to_have_attribute("data-status", "complete")  # the pane has its state: no more scrolling by itself
     phone.page.evaluate("document.getElementById('message-scroller').scrollTop = 0")  # the question, then the reply
     shoot(phone, out / "screenshot-phone.png")
 

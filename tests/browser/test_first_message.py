@@ -54,3 +54,20 @@ def test_sign_up_then_first_message_streams_and_gets_a_title(new_context):
     expect(item.locator(".conversation-title")).to_have_text("Hello streaming world chat")
     expect(chat.page).to_have_title(re.compile(r"^Hello streaming world chat"))
     assert chat.page.evaluate("window.__sameDocument") is True
+
+
+@pytest.mark.browser
+def test_a_suggestion_of_the_empty_state_fills_the_message_box_ready_to_send(chat):
+    suggestions = chat.by("suggestion")
+    expect(suggestions).not_to_have_count(0)
+    first = suggestions.first
+    text = first.get_attribute("data-suggestion")
+
+    first.focus()  # by keyboard: Enter on the suggestion, then Enter in the message box
+    chat.page.keyboard.press("Enter")
+    expect(chat.composer).to_have_value(text)
+    expect(chat.composer).to_be_focused()
+    chat.page.keyboard.press("Enter")
+    expect(chat.body(chat.user_messages.first)).to_have_text(text)
+    expect(chat.by("empty-state")).to_be_hidden()
+    expect(chat.replies.first).to_have_attribute("data-status", "complete")

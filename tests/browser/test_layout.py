@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -72,6 +73,12 @@ def test_on_a_phone_the_sidebar_folds_away_and_chatting_works(new_context):
     expect(chat.replies).to_have_count(1)
     assert page.evaluate(NO_HORIZONTAL_SCROLL)
 
+    # New chat is in the phone's header too, without opening the conversations.
+    chat.by("header-new-chat").tap()
+    expect(page).to_have_url(re.compile(r"/new/$"))
+    expect(chat.messages).to_have_count(0)
+    expect(sidebar).to_be_hidden()
+
 
 @pytest.mark.browser
 def test_the_dark_theme_is_remembered_across_reloads(chat):
@@ -95,3 +102,26 @@ def test_the_dark_theme_is_remembered_across_reloads(chat):
     expect(html).to_have_attribute("data-bs-theme", "light")
     chat.reload()
     expect(html).to_have_attribute("data-bs-theme", "light")
+
+
+FIRST_LOAD_BUDGET = 250 * 1000  # bytes of CSS, JS and fonts, before compression (issue 17)
+
+
+@pytest.mark.browser
+def test_first_load_is_under_250_kb_of_css_js_and_fonts_all_from_this_server(chat, new_context):
+    fresh = chat.second_window(new_context)  # a new context: an empty cache
+    sizes: dict[str, int] = {}
+    hosts: set[str] = set()
+
+    def on_response(response):
+        hosts.add(urlsplit(response.url).netloc)
+        if response.request.resource_type in ("stylesheet", "script", "font"):
+            sizes[response.url] = len(response.body())
+
+    fresh.page.on("response", on_response)
+    fresh.goto("/new/")
+    fresh.page.evaluate("document.fonts.ready.then(() => true)")
+    total = sum(sizes.values())
+    assert any(url.endswith(".css") for url in sizes) and any(url.endswith("app.js") for url in sizes), sizes
+    assert total <= FIRST_LOAD_BUDGET, f"{total} bytes: {sorted(sizes.items(), key=lambda item: -item[1])}"
+    assert hosts == {urlsplit(fresh.page.url).netloc}, hosts  # nothing from a CDN

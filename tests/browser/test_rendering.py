@@ -29,8 +29,10 @@ DOM_PROBLEMS = """() => {
   const all = [...document.querySelectorAll("*")];
   return {
     scripts: bodies.reduce((n, b) => n + b.querySelectorAll("script").length, 0),
-    images: bodies.reduce((n, b) => n + b.querySelectorAll("img, svg, iframe, object, embed").length, 0),
-    handlers: all.filter((el) => [...el.attributes].some((a) => a.name.toLowerCase().startsWith("on"))).map((el) => el.outerHTML.slice(0, 120)),
+    // The page's own icons (an <svg class="icon"> in a button it adds, such as Copy) are not content.
+    images: bodies.reduce((n, b) => n + b.querySelectorAll("img, svg:not(button > svg.icon), iframe, object, embed").length, 0),
+    handlers: all.filter((el) => [...el.attributes].some((a) => a.name.toLowerCase().startsWith("on")))
+      .map((el) => el.outerHTML.slice(0, 120)),
     jsLinks: all.filter((el) => ["href", "src", "action", "formaction", "xlink:href"].some(
       (name) => (el.getAttribute(name) || "").replace(/[\\s\\u0000-\\u001f]/g, "").toLowerCase().startsWith("javascript:"))
     ).map((el) => el.outerHTML.slice(0, 120)),

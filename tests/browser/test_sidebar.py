@@ -1,7 +1,8 @@
-"""The sidebar: rename, delete (after a confirmation), search, in every window of the user."""
+"""The sidebar: date groups, the "…" menu (rename, delete with Undo), search, in every window of the user."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -22,9 +23,10 @@ def test_rename_and_delete_from_the_sidebar_update_every_window(chat, new_contex
     other = chat.second_window(new_context).goto(f"/c/{doomed}/")
     expect(other.sidebar_items).to_have_count(2)
 
-    # Rename: inline, Enter saves; the other window follows, and it is stored.
+    # Rename, from the conversation's "…" menu: inline, Enter saves; the other window follows, and it is stored.
     item = chat.sidebar_item(doomed)
     expect(title_of(item)).to_have_text("Rename me later chat")
+    item.get_by_test_id("conversation-menu").click()
     item.get_by_test_id("rename").click()
     field = item.get_by_test_id("rename-input")
     expect(field).to_be_focused()
@@ -38,19 +40,32 @@ def test_rename_and_delete_from_the_sidebar_update_every_window(chat, new_contex
     chat.reload()
     expect(title_of(chat.sidebar_item(doomed))).to_have_text("Holiday plans")
 
-    # Delete asks first: cancelling keeps the conversation.
-    chat.sidebar_item(doomed).get_by_test_id("delete").click()
-    dialog = chat.by("delete-modal")
-    expect(dialog).to_be_visible()
-    expect(dialog).to_contain_text("Holiday plans")
-    dialog.locator(".modal-footer").get_by_role("button", name="Cancel").click()
-    expect(dialog).to_be_hidden()
+    # Delete (from the "…" menu): the conversation leaves the list at once, with Undo for a
+    # few seconds; Undo brings it back and nothing was deleted.
+    item = chat.sidebar_item(doomed)
+    item.get_by_test_id("conversation-menu").click()
+    item.get_by_test_id("delete").click()
+    undo_bar = chat.by("undo-bar")
+    expect(undo_bar).to_be_visible()
+    expect(undo_bar).to_contain_text("Holiday plans")
+    expect(item).to_be_hidden()
+    chat.by("undo").click()
+    expect(undo_bar).to_be_hidden()
+    expect(item).to_be_visible()
+    chat.reload()
     expect(chat.sidebar_items).to_have_count(2)
 
-    chat.sidebar_item(doomed).get_by_test_id("delete").click()
-    expect(dialog).to_be_visible()
-    chat.by("confirm-delete").click()
-    expect(dialog).to_be_hidden()
+    # By keyboard: Enter opens the menu on its first item, arrows move, Enter deletes; once
+    # the Undo bar has gone, the conversation is deleted for good.
+    chat.sidebar_item(doomed).get_by_test_id("conversation-menu").focus()
+    chat.page.keyboard.press("Enter")
+    expect(chat.sidebar_item(doomed).get_by_test_id("rename")).to_be_focused()
+    chat.page.keyboard.press("ArrowDown")
+    expect(chat.sidebar_item(doomed).get_by_test_id("delete")).to_be_focused()
+    chat.page.keyboard.press("Enter")
+    expect(undo_bar).to_be_visible()
+    expect(chat.sidebar_items.filter(visible=True)).to_have_count(1)
+    expect(undo_bar).to_be_hidden()
     expect(chat.sidebar_item(doomed)).to_have_count(0)
     expect(chat.sidebar_items).to_have_count(1)
     expect(chat.sidebar_item(kept)).to_be_visible()
@@ -62,6 +77,10 @@ def test_rename_and_delete_from_the_sidebar_update_every_window(chat, new_contex
     expect(other.page).to_have_url(re.compile(r"/new/$"))
     expect(other.messages).to_have_count(0)
     expect(other.by("error")).to_contain_text("deleted in another tab")
+    # In place: a banner right above the message box, not over the conversation.
+    banner = other.by("error").bounding_box()
+    composer_box = other.by("composer-form").bounding_box()
+    assert abs(banner["y"] + banner["height"] - composer_box["y"]) < 2, (banner, composer_box)
 
     chat.reload()
     expect(chat.sidebar_items).to_have_count(1)
@@ -140,3 +159,62 @@ def test_a_title_fades_in_once_and_not_again_when_its_conversation_moves(chat):
     expect(chat.sidebar_items.first).to_have_attribute("data-id", first)
     expect(chat.sidebar_items.nth(1)).to_have_attribute("data-id", second)
     assert chat.page.evaluate("window.__fades") == []
+
+
+@pytest.mark.browser
+def test_conversations_are_grouped_under_date_headings(chat):
+    chat.start_chat("First of today")
+    chat.by("new-chat").click()
+    chat.start_chat("Second of today")
+    groups = chat.page.locator(".conversation-group")
+    expect(groups).to_have_text(["Today"])  # one heading over both
+
+    # The same conversations seen from later days (the page's clock moved on).
+    for days, heading in ((1, "Yesterday"), (3, "Previous 7 days"), (12, "Older")):
+        chat.page.clock.set_fixed_time(datetime.now() + timedelta(days=days))
+        chat.reload()
+        expect(groups).to_have_text([heading])
+        expect(chat.sidebar_items.first.locator(".conversation-group")).to_have_text(heading)
+
+
+@pytest.mark.browser
+def test_the_composer_is_a_few_tab_stops_away_and_arrows_move_inside_the_lists(chat):
+    first = chat.start_chat("One conversation")
+    chat.by("new-chat").click()
+    second = chat.start_chat("Another conversation")
+    chat.send_and_wait("And a second question")
+    page = chat.page
+    chat.reload()
+
+    # From the top of the page: one stop per list (conversations, the messages' buttons).
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    stops = []
+    while len(stops) < 40:
+        page.keyboard.press("Tab")
+        if chat.composer.evaluate("(node) => node === document.activeElement"):
+            break
+        if page.evaluate("document.activeElement !== document.body"):
+            stops.append(page.evaluate("document.activeElement.dataset.testid || document.activeElement.className"))
+    assert len(stops) + 1 <= 11, " / ".join(stops)  # 33 with two chats before
+    assert stops.count("conversation-link") == 1 and "conversation-menu" not in stops, stops
+
+    # Arrows inside the conversations: Down to the next one, Right to its "…", Left back; Enter opens.
+    open_link = chat.sidebar_item(second).locator(".conversation-link")
+    open_link.focus()
+    page.keyboard.press("ArrowDown")
+    other_link = chat.sidebar_item(first).locator(".conversation-link")
+    expect(other_link).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(chat.sidebar_item(first).get_by_test_id("conversation-menu")).to_be_focused()
+    page.keyboard.press("ArrowLeft")
+    expect(other_link).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(f"/c/{first}/$"))
+    expect(chat.messages).to_have_count(2)
+
+    # In the messages' buttons, arrows go from one to the next.
+    buttons = page.locator('.message-footer button:not([disabled])')
+    buttons.first.focus()
+    page.keyboard.press("ArrowRight")
+    expect(buttons.nth(1)).to_be_focused()
+    assert page.locator('.message-footer button[tabindex="0"]').count() == 1
