@@ -448,8 +448,6 @@ export class MessagePane {
     return true;
   }
 
-  // --- Editing -----------------------------------------------------------------------
-
   beginEdit(id) {
     const entry = this.find(id);
     if (!entry || entry.msg.role !== "user" || entry.pending || !entry.el) return;
@@ -493,8 +491,6 @@ export class MessagePane {
       case "regenerate":
       case "continue":
         this.onAction(button.dataset.action, { id });
-        break;
-      default:
         break;
     }
   }
