@@ -292,14 +292,16 @@ def test_unknown_model_is_unavailable(settings):
     assert caught.value.code == "model_unavailable"
 
 
-def test_local_model_path_setting_and_missing_file(settings, tmp_path):
+def test_local_model_path_setting_and_missing_file(settings, tmp_path, caplog):
     default = backends.default_gguf_path()
     assert default is not None and default.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and default.is_file()
 
     settings.LOCAL_MODEL_PATH = str(tmp_path / "missing.gguf")
     local = backends.available_models()[0]
     assert local.id == LOCAL_MODEL_ID and not local.available
-    assert "cannot be found" in local.reason and "missing.gguf" in local.reason
+    # Users hear that it is missing; the path is for the operator's log only (issue 16).
+    assert local.reason == "The local model is not installed on this server."
+    assert "cannot be found" in caplog.text and "missing.gguf" in caplog.text
     with pytest.raises(ModelError) as caught:
         backends.get_backend(LOCAL_MODEL_ID)
     assert caught.value.code == "model_unavailable"

