@@ -18,7 +18,7 @@ def restartable(tmp_path_factory, fake_model):
 
 
 @pytest.mark.browser
-def test_a_reply_survives_a_server_restart_mid_reply_with_its_text_marked_interrupted(restartable, new_context):
+def test_a_reply_survives_a_server_restart_mid_reply_marked_interrupted_and_continues(restartable, new_context):
     chat = ChatPage(new_context(server=restartable).new_page()).signup()
     chat.send("A long one please #tokens=2000 #delay=0.02")
     reply = chat.replies.first
@@ -45,9 +45,13 @@ def test_a_reply_survives_a_server_restart_mid_reply_with_its_text_marked_interr
     expect(reply).to_have_attribute("data-status", "interrupted")
     expect(chat.body(reply)).to_have_text(kept)
 
-    reply.get_by_test_id("regenerate").click()  # the same long prompt: a new version starts at once
-    regenerated = chat.replies.last
-    expect(regenerated).to_have_attribute("data-status", "generating")
-    expect(chat.body(regenerated)).to_contain_text("w5")
-    regenerated.get_by_test_id("stop").click()
-    expect(regenerated).to_have_attribute("data-status", "stopped")
+    expect(reply.get_by_test_id("regenerate")).to_be_visible()
+    reply.get_by_test_id("continue").click()  # the model writes on in the same message, at once
+    reply = chat.replies.first
+    expect(reply).to_have_attribute("data-status", "generating")
+    expect(chat.body(reply)).to_contain_text(f"w{len(numbers) + 5}")
+    chat.by("stop").click()
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(chat.replies).to_have_count(1)
+    continued = word_numbers(chat.body(reply).inner_text())
+    assert continued == list(range(len(continued))) and len(continued) > len(numbers) + 5, continued[-5:]
