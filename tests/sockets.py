@@ -119,9 +119,17 @@ async def create_user(username: str = "alice"):
 
 
 async def close_open_sockets() -> None:
-    """Close every socket a test opened and did not close (it failed before it could)."""
+    """Close every socket a test opened and did not close (it failed before it could).
+
+    A socket whose app has ended (a refused handshake) or that belongs to an earlier
+    test's event loop has nothing left to close: awaiting it would only raise that
+    loop's cancellation here."""
+    loop = asyncio.get_running_loop()
     for socket in list(_open_sockets):
-        with contextlib.suppress(Exception):  # its app may have ended already
+        future = socket.communicator.future
+        if future.done() or future.get_loop() is not loop:
+            continue
+        with contextlib.suppress(Exception):
             await socket.close()
     _open_sockets.clear()
 
