@@ -215,40 +215,6 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
     raise _busy()
 
 
-class _ModelChanged(Exception):
-    """Another tab switched the conversation's model between the charge and the write."""
-
-
-MODEL_CHANGE_RETRIES = 3
-
-
-async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: str | None = None,
-                        announce_user_message: bool = True) -> Turn:
-    """Charge the model that will run, then claim and store.
-
-    The budget is counted before the write, but a `conversation.configure` from another
-    tab can switch the model in between; the reply runs on the model of the write. So
-    the write itself checks that its model is the charged one (atomically, inside the
-    store's conditional write), and on a mismatch nothing is written, the charge is
-    given back and the turn is charged again on the model now in force.
-    """
-    for _ in range(MODEL_CHANGE_RETRIES):
-        charged = model or row.model
-
-        def pinned(transcript: Transcript, charged: str = charged) -> Message:
-            result = mutate(transcript)
-            if transcript.model != charged:
-                raise _ModelChanged()
-            return result
-
-        try:
-            async with quotas.counted(user, charged):  # given back if busy or changed
-                return await _claim_and_store(row, pinned, origin, ref, announce_user_message=announce_user_message)
-        except _ModelChanged:
-            row = await get_row(user, row.pk)
-    raise _busy()
-
-
 async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
     """Claim the reply slot, then store the change; release the slot if storing fails."""
     channel = await events.new_reply_channel()
