@@ -35,7 +35,9 @@ def switch_to_metered_model_before_the_write(monkeypatch):
 
 
 async def local_conversation(user) -> str:
+    """A titled conversation on the free local model, so that no title request is made."""
     row, _, _ = await sync_to_async(conversations.create_conversation)(user, LOCAL_MODEL_ID, "first words")
+    await sync_to_async(conversations.rename)(user, row.pk, "Budgets")
     return row.pk
 
 
