@@ -133,9 +133,11 @@ async def test_hf_broken_connection_is_not_reused(hf, server, directive):
     assert error is not None and error.message == CUT_MESSAGE
     pieces, error = await collect(hf.stream(MODEL, ask("after #tokens=2"), max_tokens=8))
     assert error is None and pieces == ["w0", " w1"]
-    before, broken, after = await asyncio.to_thread(server.settled, 3)
-    assert broken.peer == before.peer  # the pool reused the first connection...
-    assert after.peer != broken.peer  # ...but not the broken one
+    _, broken, after = await asyncio.to_thread(server.settled, 3)
+    # Whether the pool reused the first connection for the broken stream depends on when the
+    # first answer's connection went back to it (test_hf_replies_and_titles_share_... pins reuse);
+    # what matters here is that the broken connection is never used again.
+    assert after.peer != broken.peer
 
 
 async def test_hf_stopped_stream_closes_its_connection_and_the_next_reply_works(hf, server):
