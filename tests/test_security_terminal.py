@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from chat import client
+from chat.client import terminal as client
 from chat.client.printable import printable
 
 HOSTILE = {

@@ -284,6 +284,12 @@ def _retry_after(exc: BaseException) -> float | None:
 def _retry_delay(exc: BaseException, backoff: float) -> float | None:
     """How long to wait before retrying a request that failed before any token, or None
     when it must not be retried (only server errors are: the next try may succeed)."""
+    import httpx2
+
+    if isinstance(exc, (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError)):
+        # A kept-alive connection of the pool that the server closed meanwhile: nothing was
+        # answered, so asking again on a fresh connection is safe, at once.
+        return 0.0
     status = _status(exc)
     if status is None or status < 500:
         return None
