@@ -24,8 +24,8 @@ import time
 from collections import Counter
 
 from bench import gfm_spec
+from chat import events, protocol
 from chat.rendering import StreamRenderer, render_markdown
-from consumers import protocol
 from tests.fake_model_server import markdown_tokens
 from tests.html_structure import structure
 
@@ -107,7 +107,7 @@ def per_token(style: str, count: int) -> dict:
     for seq, token in enumerate(tokens):
         started = time.thread_time_ns()
         html = renderer.feed(token)
-        text = protocol.encode(protocol.reply_delta("c" * 32, "m" * 16, seq, token, html))
+        text = events.encode(protocol.reply_delta("c" * 32, "m" * 16, seq, token, html))
         times.append((time.thread_time_ns() - started) / 1000)
         sent += len(text.encode())
         html_sent += len(html["append"].encode()) + len(html["tail"].encode())

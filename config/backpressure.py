@@ -73,12 +73,12 @@ def limit_incoming(max_bytes: int) -> None:
     def onMessageEnd(self):
         if self.message_data_total_length <= max_bytes:
             return message_end(self)
-        from consumers import protocol
+        from chat import events, protocol
 
         self.message_data, self.frame_data = [], []
         logger.debug("frame over the limit refused", extra={"client": self.client_addr,
                                                             "bytes": self.message_data_total_length})
-        self.serverSend(protocol.encode(protocol.error("too_large", f"Frames are limited to {max_bytes} bytes.")))
+        self.serverSend(events.encode(protocol.error("too_large", f"Frames are limited to {max_bytes} bytes.")))
 
     onMessageFrameBegin.limited = True
     WebSocketProtocol.onMessageFrameBegin = onMessageFrameBegin

@@ -29,20 +29,45 @@ def live(tmp_path_factory, fake_model):
     server.stop()
 
 
-async def expect_too_large(socket: Tab) -> None:
+class _Plain:
+    def __init__(self, ws):
+        self.ws = ws
+
+    async def next_frame(self, timeout: float = 10) -> dict:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def send(self, type: str, **fields) -> None:
+        await self.ws.send(json.dumps({"type": type, **fields}))
+
+    async def receive(self, type: str, timeout: float = 15, **match) -> dict:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.next_frame(timeout)
+                if frame["type"] == type and all(frame.get(k) == v for k, v in match.items()):
+                    return frame
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def expect_too_large(socket) -> None:
     frame = await socket.next_frame()
     assert frame["type"] == "error" and frame["code"] == "too_large", frame
     assert "65536 bytes" in frame["message"]
 
 
-async def still_open(socket: Tab) -> None:
+async def still_open(socket) -> None:
     await socket.send("ping", ref="still-open")
     assert await socket.receive("pong", ref="still-open") == {"type": "pong", "ref": "still-open"}
 
 
 async def test_frames_over_a_mebibyte_get_too_large_and_the_socket_stays_open(live):
     server, token = live
-    socket = await Tab.open(server.ws_url, token)
+    # A plain client with the websockets library's defaults (a browser-like peer), not the
+    # recording Tab: the frames' fate on the server is what is under test.
+    connection = await websockets.connect(server.ws_url, additional_headers={"Authorization": f"Bearer {token}"})
+    socket = _Plain(connection)
+    assert (await socket.next_frame())["type"] == "hello"
     await socket.ws.send(json.dumps({"type": "message.send", "conversation": None, "content": "x" * (2 * MIB)}))
     await expect_too_large(socket)
     await socket.ws.send(["y" * (MIB // 2)] * 4)  # one message in four fragments
