@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 # database there and drops it afterwards).
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test lint lint-py lint-js test-sqlite test-postgres browser bench bench-quick collectstatic
+.PHONY: install run test lint lint-py lint-js js-deps test-sqlite test-postgres browser bench bench-quick collectstatic
 
 $(PYTHON):
 	$(BASE_PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ lint: lint-py lint-js
 lint-py: install
 	$(VENV)/bin/ruff check --config .ci/ruff.toml .
 
-test-sqlite: install browser
+test-sqlite: install browser js-deps
 	$(PYTHON) -m pytest
 
 test-postgres: install
@@ -65,7 +65,10 @@ collectstatic:
 # ESLint over the chat page's scripts (static/chat; static/vendor is not ours), with the
 # exact versions pinned in .ci/js/package-lock.json. Needs Node.js 20.19+ and npm.
 JS_LINT = .ci/js
-lint-js:
-	@command -v npm >/dev/null || { echo "make lint-js: npm is missing (install Node.js 20.19 or later)" >&2; exit 1; }
+# The pinned npm packages: ESLint for lint-js, axe-core for the browser suite.
+js-deps:
+	@command -v npm >/dev/null || { echo "make js-deps: npm is missing (install Node.js 20.19 or later)" >&2; exit 1; }
 	npm ci --prefix $(JS_LINT) --no-audit --no-fund
+
+lint-js: js-deps
 	$(JS_LINT)/node_modules/.bin/eslint --config $(JS_LINT)/eslint.config.js --max-warnings 0 static/chat

@@ -113,6 +113,7 @@ SHAPE = """(body) => ({
   inlineMath: body.querySelectorAll('math[display="inline"]').length,
   blockMath: body.querySelectorAll('math[display="block"]').length,
   mathIsMathML: [...body.querySelectorAll("math")].every((m) => m.namespaceURI === "http://www.w3.org/1998/Math/MathML"),
+  mathHeight: Math.round(body.querySelector('math[display="block"]')?.getBoundingClientRect().height || 0) > 10,
   dollars: (body.textContent.match(/\\$/g) || []).length,
 })"""
 
@@ -127,7 +128,7 @@ def test_a_gfm_reply_shows_list_table_code_and_math_while_streaming_and_after_re
     streaming = body.evaluate(SHAPE)
     assert reply.get_attribute("data-status") == "generating", "the reply finished before it could be seen streaming"
     expected = {"items": 2, "rows": 2, "code": 1, "codeText": "total = sum(x * x for x in values)",
-                "inlineMath": 1, "blockMath": 1, "mathIsMathML": True, "dollars": 2}
+                "inlineMath": 1, "blockMath": 1, "mathIsMathML": True, "mathHeight": True, "dollars": 2}
     assert streaming == expected, streaming
     expect(reply).to_have_attribute("data-status", "complete", timeout=15_000)
     assert chat.body(chat.replies.last).evaluate(SHAPE) == expected
