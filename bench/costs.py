@@ -14,6 +14,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import bench.django_ready  # noqa: F401  (sets Django up before chat imports its models)
 from bench import report
 from bench.servers import CpuMeter, ModelServer, daphne, seed, server_env
 from bench.stats import fmt, percentile
@@ -32,6 +33,7 @@ STYLES = {
 FLAT_ALLOWED = 1.25
 SERVER_DELAY = 0.005  # 200 tokens/s: fast enough to be short, slow enough that deltas are not coalesced
 LIMIT_US = 100.0  # issue 14: server CPU per relayed token, one tab
+WIRE_LIMIT = 15.0  # issue 13: bytes on the wire per byte of final HTML
 REFERENCE_US = 37.0  # tenstorrent/tt-inference-server PR #1961 (field notes)
 RERENDER_MS_PER_KB = 0.7  # marked + DOMPurify re-render per flush (cymoo/lovia#110, field notes)
 
@@ -60,11 +62,12 @@ def in_process(style: str, count: int) -> dict:
             "sent": sent, "final": len(final.encode()), "chars": len("".join(tokens))}
 
 
-async def through_server(workdir: Path, lengths: tuple[int, ...]) -> list[dict]:
+async def through_server(workdir: Path, lengths: tuple[int, ...], *, compression: bool = True) -> list[dict]:
     model = ModelServer(workdir, "model-server").start()
     server = None
     try:
-        server = daphne(server_env(workdir, model.url), workdir, "daphne-costs")
+        env = server_env(workdir, model.url, CHAT_WEBSOCKET_COMPRESSION="1" if compression else "0")
+        server = daphne(env, workdir, "daphne-costs" + ("" if compression else "-plain"))
         users = seed(server, {"groups": [{"prefix": "cost", "users": 1, "conversations": len(lengths) + 1}]})
         user = users["groups"][0][0]
         tab = Tab(server.ws_url, token=user["token"], count_bytes=True)
@@ -80,7 +83,7 @@ async def through_server(workdir: Path, lengths: tuple[int, ...]) -> list[dict]:
                     await asyncio.sleep(0.3)  # the reply's store write and release are part of its cost
                 final = reply.final["message"]["html"] if reply.final else ""
                 out.append({"tokens": count, "cpu": meter.used["daphne"], "deltas": len(reply.deltas),
-                            "sent": reply.delta_bytes, "final": len(final.encode()),
+                            "sent": reply.delta_bytes, "wire": reply.delta_wire_bytes, "final": len(final.encode()),
                             "completed": bool(reply.final) and reply.final["type"] == "reply.completed",
                             "text_ok": "".join(text for _, text in reply.deltas) == reply.final["message"]["content"]})
         finally:
@@ -117,24 +120,38 @@ def run(mode: str, workdir: Path) -> dict:
         "rows": rows})
 
     lengths = LENGTHS if mode == "full" else LENGTHS[:2]
+    (workdir / "plain").mkdir(exist_ok=True)
+    plain = asyncio.run(through_server(workdir / "plain", lengths, compression=False))
     served = asyncio.run(through_server(workdir, lengths))
     by_n = {s["tokens"]: s for s in served}
     srows = []
-    for s in served:
-        s["us"] = s["cpu"] / s["tokens"] * 1e6
-        srows.append([f"{s['tokens']:,}", fmt(s["us"], 0), f"{s['deltas']:,}", fmt(s["tokens"] / max(1, s["deltas"]), 2),
-                      f"{s['sent']:,}", f"{s['final']:,}", fmt(s["sent"] / max(1, s["final"]), 1),
-                      "yes" if s["completed"] and s["text_ok"] else "NO"])
+    for label, runs in (("on", served), ("off", plain)):
+        for s in runs:
+            s["us"] = s["cpu"] / s["tokens"] * 1e6
+            srows.append([label, f"{s['tokens']:,}", fmt(s["us"], 0), f"{s['deltas']:,}",
+                          fmt(s["tokens"] / max(1, s["deltas"]), 2), f"{s['sent']:,}", f"{s['wire']:,}", f"{s['final']:,}",
+                          fmt(s["sent"] / max(1, s["final"]), 1), fmt(s["wire"] / max(1, s["final"]), 1),
+                          "yes" if s["completed"] and s["text_ok"] else "NO"])
+    longest_plain = plain[-1]
+    result["rows"].append(report.check(
+        f"bytes on the wire ÷ final HTML ({longest_plain['tokens']:,} tokens, 1 tab), compression off",
+        longest_plain["wire"] / longest_plain["final"], WIRE_LIMIT, unit="×"))
+    result["rows"].append(report.check(
+        f"bytes on the wire ÷ final HTML ({served[-1]['tokens']:,} tokens, 1 tab), permessage-deflate",
+        served[-1]["wire"] / served[-1]["final"], WIRE_LIMIT, unit="×"))
     if 1000 in by_n and 5000 in by_n:
         result["rows"].append(report.flat("daphne CPU per relayed token (1 tab): 1,000 → 5,000 tokens",
                                           by_n[1000]["us"], by_n[5000]["us"], unit="µs", digits=0, allowed=FLAT_ALLOWED))
         result["rows"].append(report.flat("bytes on the wire ÷ final HTML (1 tab): 1,000 → 5,000 tokens",
-                                          by_n[1000]["sent"] / by_n[1000]["final"], by_n[5000]["sent"] / by_n[5000]["final"],
+                                          by_n[1000]["wire"] / by_n[1000]["final"], by_n[5000]["wire"] / by_n[5000]["final"],
                                           unit="×", allowed=FLAT_ALLOWED))
     else:
         result["rows"].append(report.flat("daphne CPU per relayed token (1 tab): 100 → 1,000 tokens",
                                           by_n[100]["us"], by_n[1000]["us"], unit="µs", digits=0, allowed=FLAT_ALLOWED))
     longest = served[-1]
+    result["rows"].append(report.info(
+        f"daphne CPU per relayed token ({longest['tokens']:,} tokens, 1 tab): compression off → on",
+        f"{fmt(longest_plain['us'], 0)} → {fmt(longest['us'], 0)} µs"))
     result["rows"].append(report.check(
         f"daphne CPU per relayed token ({longest['tokens']:,} tokens, 1 tab)", longest["us"], LIMIT_US, unit="µs",
         digits=0))
@@ -147,8 +164,8 @@ def run(mode: str, workdir: Path) -> dict:
     result["tables"].append({
         "title": f"Through daphne: one tab, mixed Markdown at {SERVER_DELAY * 1000:.0f} ms/token (CPU from /proc, "
                  "including the reply's start and store)",
-        "headers": ["tokens", "daphne CPU µs/token", "deltas", "tokens per delta", "reply.delta bytes",
-                    "final HTML bytes", "sent ÷ final", "complete, text matches"],
+        "headers": ["compression", "tokens", "daphne CPU µs/token", "deltas", "tokens per delta", "reply.delta JSON bytes",
+                    "on the wire", "final HTML bytes", "JSON ÷ final", "wire ÷ final", "complete, text matches"],
         "rows": srows})
     result["notes"] += [
         "Flat: the per-token figure at 5,000 tokens may be at most "
@@ -156,6 +173,9 @@ def run(mode: str, workdir: Path) -> dict:
         "'sent ÷ final' is the bytes of every reply.delta frame (JSON, delta text and the HTML append/tail) over "
         "the bytes of the final HTML: constant in the reply's length means O(N) bytes. A relay that re-sends the "
         "whole reply in every frame (open-webui#23733) would send about (N+1)/2 times the final size.",
+        "'on the wire' counts each reply.delta message as the tab received it: frame header plus payload, "
+        "compressed when permessage-deflate was negotiated (config/compression.py; the tab offers it as browsers "
+        "do). Compression 'off' is the same server with CHAT_WEBSOCKET_COMPRESSION=0, in the same run.",
         "The last column is what re-rendering the whole reply on every flush would cost at the field notes' "
         "0.7 ms per KB, averaged over the reply.",
     ]

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import bench.django_ready  # noqa: F401  (sets Django up before chat imports its models)
 from bench.rendering import hostile_inputs
 from bench.servers import ModelServer, daphne, seed, server_env
 from bench.stats import percentile

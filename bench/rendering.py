@@ -23,6 +23,7 @@ import sys
 import time
 from collections import Counter
 
+import bench.django_ready  # noqa: F401  (sets Django up before chat imports its models)
 from bench import gfm_spec
 from chat import events, protocol
 from chat.rendering import StreamRenderer, render_markdown

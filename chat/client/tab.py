@@ -15,6 +15,11 @@ stamp, on one machine's clock). Two ways to read what came:
 Deltas go to `replies` (text and arrival times per reply); the inbox keeps them too
 only with `keep_deltas=True` (the tests), since a benchmark's thousands of them
 would only cost memory.
+
+A tab offers permessage-deflate as browsers do. With `count_bytes=True` it records, per
+reply, the bytes of its `reply.delta` messages as JSON text and as they crossed the
+wire (compressed payload plus frame header), read off the frames before they are
+inflated.
 """
 from __future__ import annotations
 
@@ -22,10 +27,13 @@ import asyncio
 import json
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.frames import CTRL_OPCODES
 from websockets.protocol import State
 
 Piece = tuple[float, str]  # (arrival time, text)
@@ -39,9 +47,40 @@ class Reply:
     started: float | None = None
     deltas: list[Piece] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
-    delta_bytes: int = 0
+    delta_bytes: int = 0  # the reply.delta messages as JSON text (UTF-8)
+    delta_wire_bytes: int = 0  # the same messages on the wire: frame headers, compressed payloads
     ended: float | None = None
     final: dict | None = None
+
+
+def frame_header_bytes(payload: int) -> int:
+    """The size of an unmasked (server → client) frame header for a payload (RFC 6455 §5.2)."""
+    return 2 if payload < 126 else 4 if payload < 65536 else 10
+
+
+class _WireCounter(ClientPerMessageDeflateFactory):
+    """permessage-deflate, as `websockets` offers it by default, that also records each
+    incoming message's size on the wire before the frames are inflated."""
+
+    def __init__(self, sizes: deque) -> None:
+        super().__init__()
+        self.sizes = sizes
+
+    def process_response_params(self, params, accepted_extensions):
+        extension = super().process_response_params(params, accepted_extensions)
+        decode, sizes, pending = extension.decode, self.sizes, [0]
+
+        def counting_decode(frame, *, max_size=None):
+            if frame.opcode in CTRL_OPCODES:  # pings and closes are not messages
+                return decode(frame, max_size=max_size)
+            pending[0] += frame_header_bytes(len(frame.data)) + len(frame.data)
+            if frame.fin:
+                sizes.append(pending[0])
+                pending[0] = 0
+            return decode(frame, max_size=max_size)
+
+        extension.decode = counting_decode
+        return extension
 
 
 class Tab:
@@ -67,6 +106,7 @@ class Tab:
         self._cursor = 0  # the next inbox index `receive`/`next_frame` look at
         self._arrived = asyncio.Event()
         self._reader: asyncio.Task | None = None
+        self._wire_sizes: deque[int] = deque()  # per message, while compression is on (count_bytes)
 
     @classmethod
     async def open(cls, ws_url: str, token: str, timeout: float = 15) -> Tab:
@@ -76,8 +116,9 @@ class Tab:
         return tab
 
     async def connect(self, timeout: float = 30) -> dict:
+        compression = {"compression": None, "extensions": [_WireCounter(self._wire_sizes)]} if self.count_bytes else {}
         self.ws = await connect(self.url, additional_headers=self.headers, origin=self.origin, ping_interval=None,
-                                max_size=None, open_timeout=timeout, close_timeout=2)
+                                max_size=None, open_timeout=timeout, close_timeout=2, **compression)
         self._reader = asyncio.create_task(self._read())
         index, _, self.hello = await self.wait("hello", timeout=timeout)
         self._cursor = index + 1
@@ -175,6 +216,7 @@ class Tab:
         try:
             async for raw in self.ws:
                 arrived = time.time()
+                wire = self._wire_sizes.popleft() if self._wire_sizes else None
                 frame = json.loads(raw)
                 kind = frame.get("type")
                 if kind == "reply.delta":
@@ -182,7 +224,9 @@ class Tab:
                     reply.deltas.append((arrived, frame["delta"]))
                     reply.seqs.append(frame["seq"])
                     if self.count_bytes:
-                        reply.delta_bytes += len(raw.encode()) if isinstance(raw, str) else len(raw)
+                        size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+                        reply.delta_bytes += size
+                        reply.delta_wire_bytes += wire if wire is not None else frame_header_bytes(size) + size
                     if not self.keep_deltas:
                         continue
                 elif kind == "reply.started":

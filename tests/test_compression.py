@@ -1,0 +1,120 @@
+"""permessage-deflate on a real daphne (config/compression.py): negotiated with small
+windows when the client offers it, off with CHAT_WEBSOCKET_COMPRESSION=0, a reply's
+deltas many times smaller on the wire and still exactly the reply, and a compressed
+message that would inflate past the bound closes the socket instead of filling memory."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import websockets
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+
+from chat.client.tab import Tab
+from config import compression
+from tests.live_server import LiveServer, server_env
+
+pytestmark = pytest.mark.slow
+
+
+def _live(tmp_path, fake_model, **extra):
+    server = LiveServer(server_env(tmp_path, fake_model.url, **extra), log_path=tmp_path / "daphne.log")
+    server.manage("migrate", "--noinput")
+    token = server.create_token("alice")
+    server.start()
+    return server, token
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, fake_model):
+    server, token = _live(tmp_path_factory.mktemp("compressed"), fake_model)
+    yield server, token
+    server.stop()
+
+
+def _deflate(connection) -> PerMessageDeflate | None:
+    return next((e for e in connection.protocol.extensions if isinstance(e, PerMessageDeflate)), None)
+
+
+async def test_a_client_that_offers_deflate_gets_it_with_small_windows(live):
+    server, token = live
+    async with websockets.connect(server.ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+        deflate = _deflate(ws)
+        assert deflate is not None, "permessage-deflate was not negotiated"
+        assert deflate.local_max_window_bits == compression.CLIENT_WINDOW_BITS
+        assert deflate.local_no_context_takeover  # the client starts each message afresh
+
+
+async def test_a_client_that_does_not_offer_it_gets_plain_frames(live):
+    server, token = live
+    async with websockets.connect(server.ws_url, compression=None,
+                                  additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+        assert _deflate(ws) is None
+
+
+async def test_deltas_are_many_times_smaller_on_the_wire_and_add_up_to_the_reply(live):
+    server, token = live
+    tab = Tab(server.ws_url, token=token, count_bytes=True)
+    await tab.connect()
+    try:
+        await tab.send("message.send", conversation=None, content="long #tokens=400 #delay=0.003 #markdown")
+        conversation = (await tab.receive("conversation.created"))["conversation"]["id"]
+        assert conversation
+        _, _, final = await tab.wait("reply.completed", timeout=60)
+        reply = tab.replies[final["message"]["id"]]
+        assert "".join(text for _, text in reply.deltas) == final["message"]["content"]
+        html = len(final["message"]["html"].encode())
+        assert reply.delta_bytes / html > 10, "the JSON of the deltas should be many times the final HTML"
+        assert reply.delta_wire_bytes * 4 < reply.delta_bytes, (reply.delta_wire_bytes, reply.delta_bytes)
+    finally:
+        await tab.close()
+
+
+async def test_a_message_that_inflates_past_the_bound_closes_the_socket_and_nothing_else(live):
+    server, token = live
+    headers = {"Authorization": f"Bearer {token}"}
+    ws = await websockets.connect(server.ws_url, additional_headers=headers)
+    assert json.loads(await ws.recv())["type"] == "hello"
+    # A few KB on the wire, 5 MiB once inflated.
+    await ws.send(json.dumps({"type": "message.send", "conversation": None,
+                              "content": "a" * (compression.MAX_DECOMPRESSED_BYTES + 1024 * 1024)}))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    # The server goes on: a new socket works.
+    async with websockets.connect(server.ws_url, additional_headers=headers) as again:
+        assert json.loads(await again.recv())["type"] == "hello"
+        await again.send(json.dumps({"type": "ping", "ref": "after"}))
+        assert json.loads(await again.recv()) == {"type": "pong", "ref": "after"}
+
+
+def test_the_server_compresses_with_a_small_window_and_memory_level():
+    from autobahn.websocket.compress import PerMessageDeflate as Server
+    from autobahn.websocket.compress import PerMessageDeflateOffer
+
+    offer = PerMessageDeflateOffer(accept_no_context_takeover=True, accept_max_window_bits=True)
+    pmce = Server.create_from_offer_accept(True, compression.accept([offer]))
+    assert (pmce.server_max_window_bits, pmce.mem_level) == (compression.WINDOW_BITS, compression.MEM_LEVEL)
+    assert pmce.client_no_context_takeover and pmce.client_max_window_bits == compression.CLIENT_WINDOW_BITS
+    assert pmce.max_message_size == compression.MAX_DECOMPRESSED_BYTES
+    # A client that asks for an even smaller server window gets it.
+    small = PerMessageDeflateOffer(accept_max_window_bits=True, request_max_window_bits=9)
+    assert Server.create_from_offer_accept(True, compression.accept([small])).server_max_window_bits == 9
+
+
+def test_compression_off_negotiates_nothing(tmp_path, fake_model):
+    import asyncio
+
+    server, token = _live(tmp_path, fake_model, CHAT_WEBSOCKET_COMPRESSION="0")
+    try:
+        async def offer():
+            async with websockets.connect(server.ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+                return _deflate(ws)
+
+        assert asyncio.run(offer()) is None
+    finally:
+        server.stop()
