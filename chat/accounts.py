@@ -123,6 +123,11 @@ class ThrottledPasswordChangeForm(PasswordChangeForm):
 
     wait: int | None = None
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Its form sits mid-way down the settings page: autofocus would scroll the page to it.
+        self.fields["old_password"].widget.attrs.pop("autofocus", None)
+
     def clean_old_password(self):
         if self.wait is not None:
             raise ValidationError("Too many wrong passwords. Wait %(wait)s and try again.",

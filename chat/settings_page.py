@@ -49,7 +49,8 @@ class PreferencesForm(forms.Form):
 
 
 class DeleteAccountForm(forms.Form):
-    password = forms.CharField(strip=False, widget=forms.PasswordInput)
+    password = forms.CharField(strip=False, widget=forms.PasswordInput, error_messages={
+        "required": "Type your password: it shows that the account is yours. Nothing was deleted."})
     confirm = forms.BooleanField(error_messages={
         "required": "Tick the box to confirm that you want your account and conversations deleted."})
 
@@ -69,6 +70,15 @@ class DeleteAccountForm(forms.Form):
         return password
 
 
+def _focus_first_error(form: forms.Form) -> None:
+    """Where to type next after a refusal (fields drawn by chat/_form_field.html, which
+    writes out the widget's attributes)."""
+    for name in form.errors:
+        if name in form.fields:
+            form.fields[name].widget.attrs["autofocus"] = True
+            return
+
+
 def _section_url(section: str) -> str:
     return f"{reverse('chat:settings')}#{section}"
 
@@ -79,6 +89,8 @@ def render_settings(request: HttpRequest, *, form: TokenForm | None = None, new_
                     status: int = 200) -> HttpResponse:
     """The whole page; the form that was just posted (if any) is passed in with its errors."""
     user = request.user
+    if password_form is not None:
+        _focus_first_error(password_form)
     saved = preferences.get(user)
     models = available_models()
     default_label = next((m.label for m in models if m.id == default_model_id()), default_model_id())

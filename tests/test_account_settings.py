@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -138,7 +139,8 @@ def test_the_chat_page_starts_a_new_chat_on_the_default_model(alice, alice_clien
 
 def test_the_settings_page_has_the_password_form(alice_client):
     page = alice_client.get("/settings/").content.decode()
-    assert 'action="/accounts/password_change/"' in page
+    assert 'action="/accounts/password_change/#password-heading"' in page
+    assert "autofocus" not in page  # the form is mid-page: focusing it would scroll there
     for name in ("old_password", "new_password1", "new_password2"):
         assert f'name="{name}"' in page
     assert alice_client.get("/accounts/password_change/")["Location"] == "/settings/#password-heading"
@@ -161,6 +163,7 @@ def test_a_wrong_old_password_is_shown_on_the_settings_page(alice, alice_client)
     body = response.content.decode()
     assert response.status_code == 200 and 'data-testid="settings-page"' in body
     assert "Your old password was entered incorrectly" in body and 'aria-invalid="true"' in body
+    assert re.search(r'name="old_password"[^>]*\bautofocus\b', body), "the wrong field is not focused"
     alice.refresh_from_db()
     assert alice.check_password(PASSWORD)
 

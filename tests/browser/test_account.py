@@ -108,7 +108,8 @@ def test_new_chats_start_from_the_custom_instructions_and_default_model(account,
     account.by("settings-toggle").click()
     expect(account.by("system-prompt")).to_have_value("Answer like a pirate.")
 
-    # The page's own pick for a new chat is kept; a reload starts on the default again.
+    # This conversation moves to the other model; a new chat still starts on the default.
+    account.by("model-picker").select_option("test/echo")
     account.by("new-chat").click()
     expect(account.by("model-picker")).to_have_value(OTHER_MODEL)
 
