@@ -1,4 +1,4 @@
-"""Accounts: throttled login, sign-up and password change, and the settings page.
+"""Accounts: throttled login, sign-up and password change (the settings page: chat/settings_page.py).
 
 Throttles (counters in Django's cache, chat/throttle.py: Redis when REDIS_URL is set,
 shared by every process, else per process memory), each answering HTTP 429 with how
@@ -10,34 +10,28 @@ long to wait, before any password is checked:
 - password change: wrong old passwords per user, with the login's limit and window;
 - sign-up: accounts, and "username taken" answers, per client address and `SIGNUP_WINDOW`.
 
-Settings page (`/settings/`): the user's API tokens for non-browser clients (name,
-hint, created, last used), creating one (the raw token is shown once, in the answer
-to the POST, and never stored), revoking one, and today's use of hosted models.
+The password change has no page of its own: its form is on the settings page
+(chat/settings_page.py), which it renders again with the form's errors, and after a
+change it goes back there with the user still logged in (Django keeps the session valid
+for its new password; every other browser session, and its sockets, is closed: chat/credentials.py).
 """
 from __future__ import annotations
 
 import math
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, UserCreationForm
 from django.contrib.auth.views import LoginView, PasswordChangeView, redirect_to_login
 from django.core.exceptions import ValidationError
 from django.forms.forms import NON_FIELD_ERRORS
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
-from chat import quotas
-from chat.models import ApiToken
 from chat.throttle import Throttle, identity, longest_wait
-
-MAX_TOKENS_PER_USER = 20
-
 
 # --- Login throttle ---------------------------------------------------------------
 
@@ -80,7 +74,7 @@ class LoginThrottle:
         self.pair.clear()
 
 
-def _wait_in_words(seconds: int) -> str:
+def wait_in_words(seconds: int) -> str:
     minutes = math.ceil(seconds / 60)
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
@@ -94,7 +88,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         if self.wait is not None:
             raise ValidationError(
                 "Too many failed attempts to log in. Wait %(wait)s and try again.",
-                code="throttled", params={"wait": _wait_in_words(self.wait)})
+                code="throttled", params={"wait": wait_in_words(self.wait)})
         return super().clean()
 
 
@@ -129,33 +123,57 @@ class ThrottledPasswordChangeForm(PasswordChangeForm):
 
     wait: int | None = None
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Its form sits mid-way down the settings page: autofocus would scroll the page to it.
+        self.fields["old_password"].widget.attrs.pop("autofocus", None)
+
     def clean_old_password(self):
         if self.wait is not None:
             raise ValidationError("Too many wrong passwords. Wait %(wait)s and try again.",
-                                  code="throttled", params={"wait": _wait_in_words(self.wait)})
+                                  code="throttled", params={"wait": wait_in_words(self.wait)})
         return super().clean_old_password()
+
+
+def password_throttle(user) -> Throttle:
+    """Wrong passwords typed by a logged-in user (changing the password, deleting the
+    account): one counter for both, with the login's limit and window."""
+    return Throttle("password-change", str(user.pk), settings.LOGIN_FAILURE_LIMIT, settings.LOGIN_FAILURE_WINDOW)
 
 
 class ThrottledPasswordChangeView(PasswordChangeView):
     """A stolen session must not become a free password oracle: wrong old passwords
-    count per user, with the login's limit and window."""
+    count per user (`password_throttle`). Its form lives on the settings page."""
 
     form_class = ThrottledPasswordChangeForm
 
     def get_form(self, form_class=None):
         form = super().get_form(form_class)
-        self.throttle = Throttle("password-change", str(self.request.user.pk), settings.LOGIN_FAILURE_LIMIT,
-                                 settings.LOGIN_FAILURE_WINDOW)
+        self.throttle = password_throttle(self.request.user)
         if self.request.method == "POST":
             form.wait = self.throttle.wait()
         return form
 
+    def get(self, request, *args, **kwargs):
+        return redirect(self.get_success_url())
+
+    def get_success_url(self) -> str:
+        return f"{reverse('chat:settings')}#password-heading"
+
+    def form_valid(self, form):
+        response = super().form_valid(form)  # keeps this session logged in, with the new password
+        messages.success(self.request, "Your password was changed. Browsers signed in with the old one are "
+                                       "signed out; your API tokens still work.", extra_tags="password")
+        return response
+
     def form_invalid(self, form):
+        from chat.settings_page import render_settings  # the page imports this module's form
+
         if form.has_error("old_password", "throttled"):
-            return self.render_to_response(self.get_context_data(form=form), status=429)
+            return render_settings(self.request, password_form=form, status=429)
         if form.has_error("old_password", "password_incorrect"):
             self.throttle.hit()
-        return super().form_invalid(form)
+        return render_settings(self.request, password_form=form)
 
 
 # --- Sign-up ----------------------------------------------------------------------------------
@@ -175,7 +193,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         wait = longest_wait(accounts, probes)
         if wait is not None:
-            refusal = f"Too many sign-ups from your network. Wait {_wait_in_words(wait)} and try again."
+            refusal = f"Too many sign-ups from your network. Wait {wait_in_words(wait)} and try again."
             return render(request, "registration/signup.html", {"form": UserCreationForm(), "refusal": refusal},
                           status=429)
         if form.is_valid():
@@ -191,56 +209,3 @@ def signup(request: HttpRequest) -> HttpResponse:
 def admin_login(request: HttpRequest) -> HttpResponse:
     """The admin's own login would not be throttled: send it to this one."""
     return redirect_to_login(request.GET.get("next") or reverse("admin:index"))
-
-
-# --- Settings page: API tokens ------------------------------------------------------------
-
-
-class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100, required=False, strip=True,
-                           widget=forms.TextInput(attrs={"placeholder": "e.g. laptop terminal", "autocomplete": "off"}))
-
-
-def _settings_page(request: HttpRequest, *, form: TokenForm | None = None, new_token: ApiToken | None = None,
-                   raw_token: str | None = None, status: int = 200) -> HttpResponse:
-    context = {
-        "tokens": ApiToken.objects.filter(user=request.user).order_by("-created_at", "-pk"),
-        "form": form or TokenForm(),
-        "new_token": new_token,
-        "raw_token": raw_token,
-        "usage": quotas.usage(request.user),
-        "max_tokens": MAX_TOKENS_PER_USER,
-    }
-    response = render(request, "chat/settings.html", context, status=status)
-    if raw_token:
-        response["Cache-Control"] = "no-store"  # the raw token must not outlive this page
-    return response
-
-
-@login_required
-@require_GET
-def settings_page(request: HttpRequest) -> HttpResponse:
-    return _settings_page(request)
-
-
-@login_required
-@require_POST
-def create_token(request: HttpRequest) -> HttpResponse:
-    form = TokenForm(request.POST)
-    if form.is_valid() and ApiToken.objects.filter(user=request.user).count() >= MAX_TOKENS_PER_USER:
-        form.add_error(None, f"You can have at most {MAX_TOKENS_PER_USER} tokens. Revoke one first.")
-    if not form.is_valid():
-        return _settings_page(request, form=form, status=400)
-    token, raw = ApiToken.issue(request.user, form.cleaned_data["name"])
-    return _settings_page(request, new_token=token, raw_token=raw, status=201)
-
-
-@login_required
-@require_POST
-def revoke_token(request: HttpRequest, token_id: int) -> HttpResponse:
-    token = ApiToken.objects.filter(user=request.user, pk=token_id).first()
-    if token is None:
-        raise Http404("No such token")  # someone else's is indistinguishable from none
-    token.delete()
-    messages.success(request, f"Token “{token.name or token.key_hint + '…'}” revoked: clients using it are refused from now on.")
-    return redirect("chat:settings")

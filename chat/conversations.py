@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import search
+from chat import preferences, search
 from chat.errors import ChatError, not_found, storage_unavailable
 from chat.models import Conversation
 from chat.store import ConversationExists, ConversationNotFound, StorageUnavailable, get_store
@@ -60,9 +60,11 @@ def create_conversation(user, model: str, first_message: str, *,
     """Create a conversation holding its first user message, in one store write.
 
     `before_insert` may fill the row before it is saved (chat/replies/claim.py: a new
-    conversation is created with its first reply's claim, so no request can come between)."""
+    conversation is created with its first reply's claim, so no request can come between).
+    Its system prompt is the user's custom instructions (chat/preferences.py), copied."""
     now = timezone.now()
-    row = Conversation(owner=user, model=model, system_prompt=settings.CHAT_DEFAULT_SYSTEM_PROMPT, created_at=now, updated_at=now)
+    row = Conversation(owner=user, model=model, system_prompt=preferences.system_prompt_for(user),
+                       created_at=now, updated_at=now)
     transcript = Transcript.new(row.id, user.id, model=model, system_prompt=row.system_prompt)
     message = transcript.add_message(None, "user", first_message)
     try:

@@ -6,9 +6,14 @@ import re
 from chat.transcript import Transcript
 
 
+def stem(transcript: Transcript) -> str:
+    """The title as a safe file name, without extension."""
+    name = re.sub(r"[^A-Za-z0-9]+", "-", transcript.title or "conversation").strip("-").lower()[:60]
+    return name or "conversation"
+
+
 def filename(transcript: Transcript, extension: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9]+", "-", transcript.title or "conversation").strip("-").lower()[:60]
-    return f"{stem or 'conversation'}.{extension}"
+    return f"{stem(transcript)}.{extension}"
 
 
 def to_markdown(transcript: Transcript) -> str:

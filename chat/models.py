@@ -139,3 +139,22 @@ class ModelUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.user_id or 'site'}: {self.requests}"
+
+
+class AccountPreferences(models.Model):
+    """What a user's new conversations start from (chat/preferences.py).
+
+    No row means no preferences: the site's default model and system prompt. The
+    instructions are copied into a conversation when it is created, so changing them
+    later leaves existing conversations as they are; a conversation's own system
+    prompt, set afterwards, replaces its copy.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+                                related_name="chat_preferences")
+    custom_instructions = models.TextField(blank=True)
+    default_model = models.CharField(max_length=200, blank=True)  # "": the site's default
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"preferences of user {self.user_id}"

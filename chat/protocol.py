@@ -121,7 +121,8 @@ def _with_ref(frame: dict[str, Any], ref: str | None) -> dict[str, Any]:
     return frame
 
 
-def hello(user: dict, models: list[dict], conversations: list[dict], limits: dict, usage: dict) -> dict:
+def hello(user: dict, models: list[dict], conversations: list[dict], limits: dict, usage: dict,
+          preferences: dict) -> dict:
     return {
         "type": "hello",
         "protocol": PROTOCOL_VERSION,
@@ -130,6 +131,7 @@ def hello(user: dict, models: list[dict], conversations: list[dict], limits: dic
         "conversations": conversations,
         "limits": limits,
         "usage": usage,  # today's hosted-model budget (chat/quotas.py)
+        "preferences": preferences,  # what a new chat starts from (chat/preferences.py)
     }
 
 

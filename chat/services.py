@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from chat import conversations, events, protocol, quotas, sharing
+from chat import conversations, events, preferences, protocol, quotas, sharing
 from chat import search as search_index
-from chat.backends import ModelError, available_models, default_model_id, get_backend
+from chat.backends import ModelError, available_models, get_backend
 from chat.blocking import run_blocking
 from chat.errors import ChatError, not_found
 from chat.models import Conversation
@@ -50,6 +50,7 @@ async def hello(user) -> dict:
         "conversations": [conversation_dict(row) for row in rows],
         "limits": limits(),
         "usage": await run_blocking(quotas.usage, user),  # today's hosted-model budget (chat/quotas.py)
+        "preferences": await run_blocking(preferences.for_hello, user),  # what a new chat starts from
     }
 
 
@@ -138,7 +139,7 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
                        *, origin: str | None = None, ref: str | None = None) -> Turn:
     _check_content(content)
     if conversation_id is None:
-        model = _check_model(model or await run_blocking(default_model_id))
+        model = _check_model(model or await run_blocking(preferences.default_model_for, user))
         await _check_reply_rate(user)
         _check_room(user, model)
         async with quotas.counted(user, model):  # given back if the conversation is not created

@@ -9,8 +9,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from chat import conversations, exports
-from chat.backends import available_models, default_model_id
+from chat import conversations, exports, preferences
+from chat.backends import available_models
 from chat.errors import ChatError
 from chat.presenters import branch_dicts, conversation_dict
 from chat.services import limits
@@ -52,12 +52,13 @@ def _chat_page(request: HttpRequest, conversation_id: str | None) -> HttpRespons
         conversation = conversation_dict(row)
         messages = branch_dicts(transcript) if transcript else []
     models = [model.as_dict() for model in available_models()]
-    selected = conversation["model"] if conversation else default_model_id()
+    default_model = preferences.default_model_for(request.user)  # what a new chat starts on
+    selected = conversation["model"] if conversation else default_model
     boot = {
         "conversation": conversation["id"] if conversation else None,
         "wsPath": "/ws/chat/",
         "limits": limits(),
-        "selectedModel": selected,
+        "selectedModel": default_model,
         "newChatUrl": reverse("chat:new"),
         "conversationUrlTemplate": reverse("chat:conversation", args=["__id__"]),
     }

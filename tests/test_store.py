@@ -104,6 +104,18 @@ def test_create_load_update_delete_iter_ids(store):
     assert store.load(1, "c1").messages == {}
 
 
+def test_delete_user_removes_every_transcript_of_that_user_only(store):
+    for conversation_id in ("c1", "c2"):
+        new(store, 1, conversation_id)
+    new(store, 11, "c1")  # a user id that starts like the other: not under its prefix
+    new(store, 2, "c1")
+    assert sorted(store.iter_ids(1)) == [(1, "c1"), (1, "c2")]
+    assert store.delete_user(1) == 2
+    assert sorted(store.iter_ids()) == [(2, "c1"), (11, "c1")]
+    assert store.delete_user(1) == 0  # nothing left: not an error
+    assert store.load(11, "c1").user_id == 11
+
+
 def test_create_twice_is_refused_and_keeps_the_first(store):
     new(store)
     store.update(1, "c1", append("first"))

@@ -141,8 +141,18 @@ class ConversationStore(ABC):
         """Remove a conversation; deleting one that is already gone is not an error."""
 
     @abstractmethod
-    def iter_ids(self) -> Iterator[tuple[int, str]]:
-        """Every (user id, conversation id) in the store, for rebuilding the database."""
+    def iter_ids(self, user_id: int | None = None) -> Iterator[tuple[int, str]]:
+        """Every (user id, conversation id) in the store, for rebuilding the database;
+        only that user's with `user_id`."""
+
+    def delete_user(self, user_id: int) -> int:
+        """Remove every transcript of one user (their account is being deleted), those the
+        database no longer knows of included; returns how many. Listed first, then deleted:
+        a conversation created meanwhile is the caller's to prevent."""
+        ids = [conversation_id for _, conversation_id in self.iter_ids(user_id)]
+        for conversation_id in ids:
+            self.delete(user_id, conversation_id)
+        return len(ids)
 
     @abstractmethod
     def check(self) -> None:

@@ -160,6 +160,12 @@ class LocalFolderStore(ConversationStore):
             except OSError as exc:
                 raise StorageUnavailable(f"cannot delete conversation {conversation_id}: {exc.strerror}") from exc
 
+    def delete_user(self, user_id: int) -> int:
+        count = super().delete_user(user_id)
+        with contextlib.suppress(OSError):  # not empty: a conversation was created meanwhile
+            (self.root / "conversations" / str(user_id)).rmdir()
+        return count
+
     def check(self) -> None:
         """The transcript folder exists (or can be made) and takes a file."""
         base = self.root / "conversations"
@@ -172,12 +178,16 @@ class LocalFolderStore(ConversationStore):
         except OSError as exc:
             raise StorageUnavailable("the transcript folder is not writable") from exc
 
-    def iter_ids(self) -> Iterator[tuple[int, str]]:
+    def iter_ids(self, user_id: int | None = None) -> Iterator[tuple[int, str]]:
         base = self.root / "conversations"
         try:
             self._count()
             try:
-                users = sorted(p for p in base.iterdir() if p.is_dir())
+                if user_id is not None:
+                    conversation_key("", user_id, "x")  # checks the user id
+                    users = [base / str(user_id)] if (base / str(user_id)).is_dir() else []
+                else:
+                    users = sorted(p for p in base.iterdir() if p.is_dir())
             except FileNotFoundError:
                 return  # nothing stored yet
             for user_dir in users:

@@ -158,11 +158,13 @@ class S3Store(ConversationStore):
         except BotoCoreError as exc:
             raise StorageUnavailable("the storage service cannot be reached") from exc
 
-    def iter_ids(self) -> Iterator[tuple[int, str]]:
+    def iter_ids(self, user_id: int | None = None) -> Iterator[tuple[int, str]]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}conversations/")
+        prefix = f"{self.prefix}conversations/"
+        if user_id is not None:
+            prefix = conversation_key(self.prefix, user_id, "x")[:-len("x.json")]  # checks the user id
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         try:
             for page in pages:
                 self._count()

@@ -9,6 +9,7 @@
 //   alerts.js         alerts at the top of the pane
 //   menu.js, drawer.js   the navbar's menus, the sidebar as a drawer on narrow screens
 //   shortcuts.js      keyboard shortcuts and their help dialog
+//   usage.js          today's hosted-model allowance, in the account menu
 //   pane.js, sidebar.js, composer.js, render.js   the components that draw the page
 //
 // The WebSocket protocol: shared PROTOCOL.md, docs/protocol.md.
@@ -26,6 +27,7 @@ import { ConversationList } from "./conversations.js";
 import { Drawer } from "./drawer.js";
 import { setupMenus } from "./menu.js";
 import { Shortcuts } from "./shortcuts.js";
+import { showUsage } from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -130,10 +132,14 @@ function applyLimits() {
   toolbar.applyLimits(limits);
 }
 
-/** hello: the first frame of every connection, with the limits, the models and the list. */
+/** hello: the first frame of every connection, with the limits, the models, the list,
+ *  the account's default model and today's allowance. */
 connection.on("hello", (frame) => {
   state.mergeLimits(frame.limits);
   applyLimits();
+  state.setUsage(frame.usage);
+  showUsage($("usage-line"), state.usage);
+  state.setDefaultModel(frame.preferences && frame.preferences.default_model);
   state.setModels(frame.models);
   toolbar.renderModelPicker();
   conversations.setConversations(frame.conversations);

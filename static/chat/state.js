@@ -13,6 +13,8 @@ export class ChatState {
   #limits;
   #models = [];
   #selectedModel; // the model for the first message of a new chat
+  #defaultModel; // the account's default model (hello's preferences)
+  #usage = null; // today's allowance of hosted-model requests (hello), or null
   #connection = "connecting";
   #connectionReason = null;
   #awaitingState = null; // id of the conversation whose conversation.state is awaited
@@ -31,6 +33,7 @@ export class ChatState {
     this.#conversationId = conversation || null;
     this.#limits = limits || {};
     this.#selectedModel = selectedModel || null;
+    this.#defaultModel = this.#selectedModel;
   }
 
   get conversationId() { return this.#conversationId; }
@@ -38,6 +41,7 @@ export class ChatState {
   get limits() { return this.#limits; }
   get models() { return this.#models; }
   get selectedModel() { return this.#selectedModel; }
+  get usage() { return this.#usage; }
   get connection() { return this.#connection; }
   get connectionReason() { return this.#connectionReason; }
   get newChatRef() { return this.#newChatRef; }
@@ -134,6 +138,18 @@ export class ChatState {
 
   selectModelForNewChat(id) {
     this.#selectedModel = id;
+  }
+
+  /** hello's preferences: a new chat starts on the account's default model, unless this tab picked another for it. */
+  setDefaultModel(id) {
+    if (!id) return;
+    if (this.#selectedModel === this.#defaultModel) this.#selectedModel = id;
+    this.#defaultModel = id;
+  }
+
+  /** hello's usage: what is left of today's hosted-model allowance. */
+  setUsage(usage) {
+    this.#usage = usage && typeof usage === "object" ? usage : null;
   }
 
   // --- Connection and requests ---------------------------------------------------------
