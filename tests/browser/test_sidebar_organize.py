@@ -171,3 +171,24 @@ def test_a_result_on_another_branch_switches_to_it(chat):
     expect(chat.page.get_by_test_id("branch-counter")).to_have_text("1 / 2")
     expect(chat.replies.first).to_have_attribute("data-found", "true")
     expect(chat.body(chat.replies.first)).to_have_text("Vermilion is my pick.")
+
+
+@pytest.mark.browser
+def test_a_conversation_whose_first_reply_failed_still_gets_a_title(chat):
+    # The model failed midway: it is asked for a title all the same (the scripted one answers).
+    chat.send("Plan a trip to Lisbon #tokens=10 #fail=2")
+    failed = chat.wait_for_conversation_url()
+    expect(chat.replies.last).to_have_attribute("data-status", "failed")
+    expect(title_of(chat.sidebar_item(failed))).to_have_text("Plan a trip chat")
+
+    # The model refused (401): no title call; the title is the message's first words.
+    chat.by("new-chat").click()
+    chat.send("Budget for the new kitchen #status=401")
+    expect(chat.page).not_to_have_url(re.compile(f"/c/{failed}/$"))
+    refused = chat.wait_for_conversation_url()
+    expect(chat.replies.last).to_have_attribute("data-status", "failed")
+    item = chat.sidebar_item(refused)
+    expect(title_of(item)).to_have_text(re.compile(r"^Budget for the new kitchen"))
+    expect(item).not_to_have_class(re.compile(r"\bis-untitled\b"))
+    chat.reload()
+    expect(title_of(chat.sidebar_item(refused))).to_have_text(re.compile(r"^Budget for the new kitchen"))
