@@ -98,7 +98,12 @@ export class Sidebar {
     const archived = meta.archived === undefined ? wasArchived : Boolean(meta.archived);
     if (archived) {
       this.archived.upsert({ ...(this.metas.get(meta.id) || {}), ...meta });
-      if (this.metas.has(meta.id)) this.remove(meta.id, { keepResults: true });
+      if (!this.metas.has(meta.id)) return;
+      const item = this.itemFor(meta.id);
+      const hadFocus = item && item.contains(document.activeElement);
+      this.remove(meta.id, { keepResults: true });
+      const stop = this.list.querySelector('.conversation-link[tabindex="0"], [data-action="menu"][tabindex="0"]');
+      if (hadFocus) (stop || this.archived.section.querySelector("summary")).focus(); // not lost to the page's body
       return;
     }
     if (wasArchived) {

@@ -48,6 +48,7 @@ def test_pin_and_archive_from_the_menu_keep_every_window_in_step(chat, new_conte
     # Archive (mouse): out of the list, into the collapsed Archived section, in both windows.
     chat.sidebar_item(newer).get_by_test_id("conversation-menu").click()
     chat.sidebar_item(newer).get_by_test_id("archive").click()
+    expect(chat.sidebar_item(older).locator(".conversation-link")).to_be_focused()  # the focus stays in the list
     for window in (chat, other):
         expect(window.sidebar_item(newer)).to_have_count(0)
         expect(window.by("archived")).to_be_visible()
