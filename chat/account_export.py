@@ -73,10 +73,11 @@ def write_conversation(archive: zipfile.ZipFile, row: Conversation) -> bool:
 
 
 def conversations_to_export(user) -> list[Conversation]:
-    """The user's conversations, newest first, once the store answers: a store that is down
-    is reported before the download starts (a 503), not in the middle of it. Blocking."""
+    """Every conversation of the user, archived ones included (the sidebar's, then the
+    archived), once the store answers: a store that is down is reported before the
+    download starts (a 503), not in the middle of it. Blocking."""
     get_store().check()
-    return conversations.list_conversations(user)
+    return conversations.list_conversations(user) + conversations.list_archived(user)
 
 
 async def stream(rows: list[Conversation]) -> AsyncIterator[bytes]:

@@ -25,8 +25,30 @@ T = TypeVar("T")
 
 
 def list_conversations(user, limit: int | None = None) -> list[Conversation]:
-    """The sidebar: one query, newest first, no storage call."""
-    return list(Conversation.objects.filter(owner=user).order_by("-updated_at")[:limit])
+    """The sidebar: the pinned conversations, then the others newest first; archived ones
+    are left out (see `list_archived`). Two small queries, no storage call: the pinned are
+    few, and the rest walks the (owner, -updated_at) index."""
+    listed = Conversation.objects.filter(owner=user, archived=False)
+    pinned = list(listed.filter(pinned=True).order_by("-updated_at"))
+    rest = list(listed.filter(pinned=False).order_by("-updated_at")[:limit])
+    return (pinned + rest)[:limit]
+
+
+def list_archived(user) -> list[Conversation]:
+    """The archived conversations, newest first: the Archived section, out of the sidebar's list."""
+    return list(Conversation.objects.filter(owner=user, archived=True).order_by("-updated_at"))
+
+
+def organize(user, conversation_id: str, *, pinned: bool | None = None, archived: bool | None = None) -> Conversation:
+    """Pin or archive a conversation (None: unchanged). Sidebar metadata only: the transcript
+    and `updated_at` stay as they are, so the conversation keeps its place by time."""
+    row = get_row(user, conversation_id)
+    fields = {name: value for name, value in (("pinned", pinned), ("archived", archived)) if value is not None}
+    if fields:
+        Conversation.objects.filter(pk=row.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(row, name, value)
+    return row
 
 
 def get_latest_conversation(user) -> Conversation | None:

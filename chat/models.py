@@ -40,6 +40,12 @@ class Conversation(models.Model):
     reply_text = models.TextField(blank=True, default="")
     reply_seq = models.IntegerField(default=0)
     share_token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    # The link's token is derived from this nonce and SECRET_KEY (chat/sharing.py), so the
+    # owner can copy the link again while the database alone still does not give it away.
+    share_nonce = models.CharField(max_length=32, blank=True, default="")
+    # The sidebar's own organisation: pinned ones on top, archived ones out of the list.
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at"], name="conversation_sidebar")]

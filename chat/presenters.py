@@ -16,6 +16,8 @@ def conversation_dict(conversation: Conversation) -> dict:
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
         "shared": conversation.share_token_hash is not None,
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }

@@ -20,8 +20,8 @@ MAX_QUERY_CHARS = 200
 
 
 # Field kinds: "id" a non-empty id string, "id?" an id or null, "text" a string,
-# "text?" an optional string. `required` fields must be present.
-_ID, _ID_OR_NULL, _TEXT = "id", "id?", "text"
+# "bool" true or false. `required` fields must be present.
+_ID, _ID_OR_NULL, _TEXT, _BOOL = "id", "id?", "text", "bool"
 
 REQUEST_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "conversation.open": {"conversation": (_ID, True)},
@@ -37,6 +37,10 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "conversation.share": {"conversation": (_ID, True)},
     "conversation.unshare": {"conversation": (_ID, True)},
     "conversation.search": {"query": (_TEXT, True)},
+    # Additions to version 1 (docs/protocol.md): organising the sidebar, and the share link again.
+    "conversation.pin": {"conversation": (_ID, True), "pinned": (_BOOL, False)},
+    "conversation.archive": {"conversation": (_ID, True), "archived": (_BOOL, False)},
+    "conversation.share_link": {"conversation": (_ID, True)},
     "ping": {},
 }
 
@@ -89,6 +93,10 @@ def parse_request(text: str | None, *, max_bytes: int) -> Request:
 def _check_field(frame_type: str, name: str, kind: str, value: Any, ref: str | None) -> Any:
     if kind == _ID_OR_NULL and value is None:
         return None
+    if kind == _BOOL:
+        if not isinstance(value, bool):
+            raise ChatError("invalid_message", f"`{name}` in `{frame_type}` must be true or false.", ref=ref)
+        return value
     if kind in (_ID, _ID_OR_NULL):
         if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or not _is_unicode(value):
             raise ChatError("invalid_message", f"`{name}` in `{frame_type}` must be an id string.", ref=ref)
@@ -122,13 +130,14 @@ def _with_ref(frame: dict[str, Any], ref: str | None) -> dict[str, Any]:
 
 
 def hello(user: dict, models: list[dict], conversations: list[dict], limits: dict, usage: dict,
-          preferences: dict) -> dict:
+          preferences: dict, archived: list[dict] | None = None) -> dict:
     return {
         "type": "hello",
         "protocol": PROTOCOL_VERSION,
         "user": user,
         "models": models,
-        "conversations": conversations,
+        "conversations": conversations,  # the sidebar: pinned first, then newest first; no archived ones
+        "archived": archived or [],  # an addition: the archived conversations, newest first
         "limits": limits,
         "usage": usage,  # today's hosted-model budget (chat/quotas.py)
         "preferences": preferences,  # what a new chat starts from (chat/preferences.py)

@@ -43,11 +43,13 @@ def limits() -> dict:
 async def hello(user) -> dict:
     """What a new socket is told first: the fields of the `hello` frame."""
     rows = await run_blocking(conversations.list_conversations, user)
+    archived = await run_blocking(conversations.list_archived, user)
     models = await run_blocking(available_models)
     return {
         "user": {"id": user.pk, "username": user.get_username()},
         "models": [model.as_dict() for model in models],
         "conversations": [conversation_dict(row) for row in rows],
+        "archived": [conversation_dict(row) for row in archived],
         "limits": limits(),
         "usage": await run_blocking(quotas.usage, user),  # today's hosted-model budget (chat/quotas.py)
         "preferences": await run_blocking(preferences.for_hello, user),  # what a new chat starts from
@@ -350,6 +352,13 @@ async def rename(user, conversation_id: str, title: str, *, origin=None, ref=Non
     await events.conversation_updated(row, origin=origin, ref=ref)
 
 
+async def organize(user, conversation_id: str, *, pinned: bool | None = None, archived: bool | None = None,
+                   origin=None, ref=None) -> None:
+    """Pin or archive a conversation; every tab of the user hears `conversation.updated`."""
+    row = await run_blocking(conversations.organize, user, conversation_id, pinned=pinned, archived=archived)
+    await events.conversation_updated(row, origin=origin, ref=ref)
+
+
 async def delete(user, conversation_id: str, *, origin=None, ref=None) -> None:
     await run_blocking(conversations.delete, user, conversation_id)
     await events.conversation_deleted(user.pk, conversation_id, origin=origin, ref=ref)
@@ -365,6 +374,11 @@ async def share(user, conversation_id: str) -> str:
     row, url = await run_blocking(sharing.share, user, conversation_id)
     await events.conversation_updated(row)
     return url
+
+
+async def share_link(user, conversation_id: str) -> str:
+    """The link of a shared conversation again (the same link, the same snapshot), for its owner only."""
+    return await run_blocking(sharing.current_link, user, conversation_id)
 
 
 async def unshare(user, conversation_id: str) -> None:

@@ -19,6 +19,7 @@ MAX_CONTEXT_CHARS = 3000
 about, and a long message must not make the title request slow or overflow a small context."""
 MAX_REPLY_CHARS = 600
 """Of the reply: enough to know its subject when the question was vague ("hi")."""
+NO_REPLY = "(no reply)"
 FALLBACK_WORDS = 6
 LAST_RESORT = "New chat"
 
@@ -57,10 +58,13 @@ _DROP_CATEGORIES = {"So", "Sk", "Cf", "Co", "Cs", "Cc", "Me"}
 def title_request_messages(user_text: str, reply_text: str) -> list[dict]:
     """Messages for the title request: a role, the first exchange (the reply cut
     short), then TITLE_PROMPT."""
+    # A first reply that failed or was stopped before its first word: the turns still
+    # alternate (some chat templates refuse two user turns in a row).
+    reply = _truncate(reply_text, MAX_REPLY_CHARS) if (reply_text or "").strip() else NO_REPLY
     return [
         {"role": "system", "content": TITLE_SYSTEM},
         {"role": "user", "content": _truncate(user_text)},
-        {"role": "assistant", "content": _truncate(reply_text, MAX_REPLY_CHARS)},
+        {"role": "assistant", "content": reply},
         {"role": "user", "content": TITLE_PROMPT},
     ]
 

@@ -116,7 +116,9 @@ def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
     snapshot = sharing.find(token)
     if snapshot is None:
         raise Http404("No such shared conversation")
-    context = {"title": snapshot.title or "Untitled conversation", "messages": sharing.page_messages(snapshot)}
+    messages = sharing.page_messages(snapshot)
+    context = {"title": snapshot.title or "Untitled conversation", "messages": messages,
+               "model": sharing.shared_model(messages)}
     response = render(request, "chat/shared.html", context)
     response["X-Robots-Tag"] = "noindex, nofollow"
     # The URL is the secret: never keep the page where an unshare cannot reach it, and

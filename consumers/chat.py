@@ -150,6 +150,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         url = await services.share(self.user, request["conversation"])
         await self.send_frame(protocol.conversation_shared(request["conversation"], url, request.ref))
 
+    async def conversation_share_link(self, request: Request) -> None:
+        url = await services.share_link(self.user, request["conversation"])
+        await self.send_frame(protocol.conversation_shared(request["conversation"], url, request.ref))
+
+    async def conversation_pin(self, request: Request) -> None:
+        pinned = request["pinned"] is not False  # absent: pin
+        await services.organize(self.user, request["conversation"], pinned=pinned, origin=self.channel_name, ref=request.ref)
+
+    async def conversation_archive(self, request: Request) -> None:
+        archived = request["archived"] is not False  # absent: archive
+        await services.organize(self.user, request["conversation"], archived=archived, origin=self.channel_name,
+                                ref=request.ref)
+
     async def conversation_unshare(self, request: Request) -> None:
         await services.unshare(self.user, request["conversation"])
         await self.send_frame(protocol.conversation_shared(request["conversation"], None, request.ref))

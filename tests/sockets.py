@@ -86,11 +86,12 @@ class ChatSocket:
         return await self.communicator.receive_nothing(timeout)
 
     async def new_conversation(self, content: str = "hello there world") -> str:
-        """Send a first message and wait for its reply (and title when it completes); its id."""
+        """Send a first message and wait for its reply and its title (a failed first reply is
+        titled too, unless it could not be stored); its id."""
         await self.send("message.send", conversation=None, content=content)
         created = await self.receive("conversation.created")
         _, final = await self.reply_text()
-        if final["type"] == "reply.completed":
+        if final["type"] == "reply.completed" or final["error"]["code"] != "storage_unavailable":
             await self.receive("conversation.updated")  # the title
         return created["conversation"]["id"]
 

@@ -185,6 +185,8 @@ async def test_the_export_holds_markdown_and_json_of_every_conversation_with_eve
     alice, bob = await sync_to_async(make_user)("alice"), await sync_to_async(make_user)("bob")
     rows = [await sync_to_async(conversation_with_two_branches)(alice, title) for title in ("Trip plan", "Tax forms")]
     await sync_to_async(conversation_with_two_branches)(bob, "Bob's secret")
+    rows[1].archived = True  # archived conversations are the user's too
+    await sync_to_async(rows[1].save)(update_fields=["archived"])
     client = AsyncClient()
     await client.aforce_login(alice)
     response, archive = await read_export(client)

@@ -194,8 +194,22 @@ async def test_a_failed_reply_still_counts(budgets):
     socket = await ChatSocket.connect(user)
     await socket.send("message.send", conversation=None, content="#status=500")
     _, final = await socket.reply_text()
-    assert final["type"] == "reply.failed"
-    assert await used(user) == 1  # the provider was asked (and no title for a failed reply)
+    assert final["type"] == "reply.failed" and final["error"]["code"] == "model_failed"
+    await socket.receive("conversation.updated")  # a failed first reply is titled too, by the model
+    assert await used(user) == 2  # the provider was asked, and the title counts like any request
+    await socket.close()
+
+
+async def test_a_first_reply_rate_limited_by_the_provider_is_titled_without_a_model_call(budgets, fake_model):
+    budgets(user=10)
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    await socket.send("message.send", conversation=None, content="#status=429 plan a picnic")
+    _, final = await socket.reply_text()
+    assert final["type"] == "reply.failed" and final["error"]["code"] == "rate_limited"
+    updated = await socket.receive("conversation.updated")
+    assert updated["conversation"]["title"] == clean_title("", "#status=429 plan a picnic")
+    assert title_requests(fake_model) == 0 and await used(user) == 1
     await socket.close()
 
 

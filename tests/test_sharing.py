@@ -270,3 +270,85 @@ async def test_another_users_conversation_is_not_found_over_the_socket(make_user
     assert await socket.nothing_more()  # alice's tabs heard nothing
     await socket.close()
     await intruder.close()
+
+
+# --- Only finished replies; the model; the link again ----------------------------------------
+
+
+def test_the_snapshot_keeps_finished_replies_only(make_user):
+    alice = owner(make_user)
+    row, _, first = conversations.create_conversation(alice, ECHO_MODEL, "question one")
+    conversations.append_message(row, first.id, "assistant", "COMPLETE-ANSWER", model=ECHO_MODEL, status="complete")
+    _, second = conversations.append_message(row, conversations.load_transcript(row).active_leaf, "user", "question two")
+    conversations.append_message(row, second.id, "assistant", "FAILED-HALF", model=ECHO_MODEL, status="failed",
+                                 error={"code": "model_failed", "message": "x"})
+    _, third = conversations.append_message(row, conversations.load_transcript(row).active_leaf, "user", "question three")
+    conversations.append_message(row, third.id, "assistant", "STOPPED-PART", model=ECHO_MODEL, status="stopped")
+    _, fourth = conversations.append_message(row, conversations.load_transcript(row).active_leaf, "user", "question four")
+    conversations.append_message(row, fourth.id, "assistant", "INTERRUPTED-PART", model=ECHO_MODEL, status="interrupted")
+    _, fifth = conversations.append_message(row, conversations.load_transcript(row).active_leaf, "user", "question five")
+    _, cut = conversations.append_message(row, fifth.id, "assistant", "CUT-AT-LIMIT", model=ECHO_MODEL, status="cut")
+    # That last reply is being continued right now: what the copy would show is unfinished.
+    Conversation.objects.filter(pk=row.pk).update(reply_message=cut.id)
+    row.refresh_from_db()
+
+    _, url = sharing.share(alice, row.id)
+    body = page(url).content.decode()
+    assert "COMPLETE-ANSWER" in body and "STOPPED-PART" in body and "(stopped)" in body
+    for unfinished in ("FAILED-HALF", "INTERRUPTED-PART", "CUT-AT-LIMIT"):
+        assert unfinished not in body, unfinished
+    for question in ("question one", "question two", "question three", "question four", "question five"):
+        assert question in body  # what was asked stays, even without its reply
+
+
+def test_the_page_names_the_model_and_invites_to_start_a_chat(make_user):
+    alice = owner(make_user)
+    row = make_conversation(alice, "What is a quokka?", "A small marsupial.", "Quokka facts")
+    _, url = sharing.share(alice, row.id)
+    tags = Tags(page(url).content.decode()).tags
+    body = page(url).content.decode()
+    assert 'data-testid="shared-model">Model: echo<' in body  # the label, not the id
+    assert 'data-testid="message-model"' in body
+    links = [attrs for tag, attrs in tags if tag == "a" and attrs.get("data-testid", "").startswith("start-own-chat")]
+    assert links and all(attrs["href"] == "/" for attrs in links)
+
+
+def test_the_owner_can_have_the_same_link_again_until_it_is_replaced(make_user, settings):
+    alice = owner(make_user)
+    row = make_conversation(alice, "hello", "hi", "Greetings")
+    _, url = sharing.share(alice, row.id)
+    assert sharing.current_link(alice, row.id) == url
+    assert page(url).status_code == 200
+    _, again = sharing.share(alice, row.id)
+    assert sharing.current_link(alice, row.id) == again != url
+    with pytest.raises(ChatError) as refused:
+        sharing.current_link(make_user("mallory"), row.id)
+    assert refused.value.code == "not_found"
+    # A new SECRET_KEY: the link still opens, but can no longer be derived, and says so.
+    settings.SECRET_KEY = "another-secret-key-" + "x" * 40
+    assert page(again).status_code == 200
+    with pytest.raises(ChatError) as lost:
+        sharing.current_link(alice, row.id)
+    assert lost.value.code == "not_found" and "new link" in lost.value.message
+    sharing.unshare(alice, row.id)
+    with pytest.raises(ChatError):
+        sharing.current_link(alice, row.id)
+
+
+async def test_share_link_over_the_socket_answers_the_asking_socket_only(make_user):
+    alice = await create_user("alice")
+    socket = await ChatSocket.connect(alice)
+    other_tab = await ChatSocket.connect(alice)
+    conversation = await socket.new_conversation("share me, copy me")
+    await other_tab.receive("conversation.updated")  # the title
+    ref = await socket.send("conversation.share_link", conversation=conversation)
+    assert (await socket.receive("error", ref=ref))["code"] == "not_found"  # not shared yet
+    ref = await socket.send("conversation.share", conversation=conversation)
+    url = (await socket.receive("conversation.shared", ref=ref))["url"]
+    await other_tab.receive("conversation.updated")
+    ref = await other_tab.send("conversation.share_link", conversation=conversation)
+    again = await other_tab.receive("conversation.shared", ref=ref)
+    assert again["url"] == url and again["conversation"] == conversation
+    assert await socket.nothing_more()  # the link is never broadcast
+    await socket.close()
+    await other_tab.close()

@@ -310,17 +310,21 @@ async def test_edit_stores_a_sibling_and_replies_on_the_new_branch_without_retit
     await asker.close()
 
 
-async def test_edit_after_a_failed_first_reply_titles_the_untitled_conversation():
+async def test_a_failed_first_reply_titles_the_conversation_and_an_edit_keeps_that_title():
+    """A first reply refused by the provider is titled at once from the user's words (no model
+    call: chat/replies/titling.py); an edit afterwards, like any edit, keeps the title."""
     user = await create_user()
     socket = await ChatSocket.connect(user)
-    await socket.send("message.send", conversation=None, content="#status=429")
+    await socket.send("message.send", conversation=None, content="plans for tonight #status=429")
     conversation_id = (await socket.receive("conversation.created"))["conversation"]["id"]
     assert (await socket.reply_text())[1]["type"] == "reply.failed"
+    titled = await socket.receive("conversation.updated")
+    assert titled["conversation"]["title"].startswith("plans for tonight")
     first = get_store().load(user.pk, conversation_id).active_branch()[0]
     await socket.send("message.edit", conversation=conversation_id, message=first.id, content="plans for friday night")
     assert (await socket.reply_text())[1]["type"] == "reply.completed"
-    titled = await socket.receive("conversation.updated")
-    assert titled["conversation"]["title"] == "plans for friday chat"
+    await finish_replies()
+    assert get_store().load(user.pk, conversation_id).title == titled["conversation"]["title"]
     await socket.close()
 
 

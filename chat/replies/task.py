@@ -264,10 +264,11 @@ class ReplyTask:
         if self.failure:
             await self._broadcast(protocol.reply_failed(self.conversation_id, shown, self.failure.code,
                                                         self.failure.message, self.failure.retry_after))
-            return
-        await self._broadcast(protocol.reply_completed(self.conversation_id, shown, self.stopped))
-        if self.title_from is not None and status in ("complete", "cut"):
-            await titling.make_title(self.row, self.model, self.title_from, "".join(self._parts))
+        else:
+            await self._broadcast(protocol.reply_completed(self.conversation_id, shown, self.stopped))
+        if self.title_from is not None:  # also after a failed or stopped first reply: the sidebar needs a name
+            await titling.make_title(self.row, self.model, self.title_from, "".join(self._parts),
+                                     ask_model=titling.model_may_answer(self.failure))
 
     async def _store_and_release(self, status: str, error: dict | None) -> tuple[Transcript | None, Message | None]:
         """Store the reply, retrying while storage is down (CHAT_REPLY_STORE_BACKOFF, doubled), then free the slot."""

@@ -1,7 +1,9 @@
 """A title for a new conversation, asked of the model after its first reply.
 
 Never delays or fails the reply: a failed, slow or unaffordable title call falls
-back to the user's own words (chat/titles.py cleans either).
+back to the user's own words (chat/titles.py cleans either). A first reply that
+failed or was stopped still gets a title, so the sidebar never keeps a "New chat"
+that was asked something: from the model when it may answer, else from those words.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import asyncio
 import logging
 
 from chat import conversations, events, quotas
-from chat.backends import complete
+from chat.backends import ModelError, complete
 from chat.blocking import run_blocking
 from chat.errors import ChatError
 from chat.models import Conversation
@@ -20,13 +22,23 @@ logger = logging.getLogger(__name__)
 
 TITLE_MAX_TOKENS = 24
 TITLE_TIMEOUT = 60.0
+# A reply that failed with one of these says the model will not answer a title either
+# (or that asking would cost a request that is not there): use the user's words at once.
+NO_TITLE_CALL_CODES = frozenset({"model_unavailable", "rate_limited", "quota_exceeded", "busy"})
 
 
-async def make_title(row: Conversation, model: str, user_text: str, reply_text: str) -> None:
-    """Title the conversation (unless it was titled meanwhile) and tell every tab of the user."""
+def model_may_answer(failure: ModelError | None) -> bool:
+    """Whether a title is worth asking of the model after a reply that ended with `failure`."""
+    return failure is None or failure.code not in NO_TITLE_CALL_CODES
+
+
+async def make_title(row: Conversation, model: str, user_text: str, reply_text: str, *, ask_model: bool = True) -> None:
+    """Title the conversation (unless it was titled meanwhile) and tell every tab of the user.
+
+    `ask_model` False: the title is the user's own words, without a model call."""
     try:
         # A title costs a request of the daily budget; skipped when it would take the last one.
-        titled = await run_blocking(quotas.try_count, row.owner_id, model, "title")
+        titled = ask_model and await run_blocking(quotas.try_count, row.owner_id, model, "title")
         # Titles wait behind every reply of the local model (purpose "title"), never the other way round.
         raw = ""
         if titled:
@@ -41,6 +53,8 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
     except ChatError:
         return
     try:
+        # The row was read when the reply started: pin, archive and share may have changed since.
+        await run_blocking(row.refresh_from_db, fields=["pinned", "archived", "share_token_hash"])
         await events.conversation_updated(row)
     except Exception:  # the title is stored; tabs that missed it see it when they resynchronise
         logger.warning("title not announced", exc_info=True, extra={"conversation": row.pk})

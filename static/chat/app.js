@@ -4,13 +4,15 @@
 //   state.js          the page's state (the only module that writes it)
 //   connection.js     the socket, requests and their refs, frame and error routing
 //   conversation.js   the open conversation: opening, streaming, sending
-//   conversations.js  the list of conversations: its frames, rename, delete, search
+//   conversations.js  the list of conversations: its frames, rename, pin, archive, delete, search
 //   toolbar.js        the open conversation's header: title, model, system prompt, share
 //   alerts.js         alerts at the top of the pane
 //   menu.js, drawer.js   the navbar's menus, the sidebar as a drawer on narrow screens
 //   shortcuts.js      keyboard shortcuts and their help dialog
 //   usage.js          today's hosted-model allowance, in the account menu
+//   reveal.js         a search result's message, shown and marked in the pane
 //   pane.js, sidebar.js, composer.js, render.js   the components that draw the page
+//     (sidebar.js's parts: conversation-menu.js, archive.js, search.js, highlight.js, groups.js)
 //
 // The WebSocket protocol: shared PROTOCOL.md, docs/protocol.md.
 
@@ -61,16 +63,22 @@ const sidebar = new Sidebar({
   list: $("conversation-list"),
   emptyNote: $("conversation-empty"),
   filterNote: $("conversation-no-match"),
-  searchForm: $("search-form"),
-  searchInput: $("search"),
-  results: $("search-results"),
-  resultsList: $("search-results-list"),
-  resultsLabel: $("search-results-label"),
-  resultsClose: $("search-results-close"),
+  search: {
+    form: $("search-form"),
+    input: $("search"),
+    results: $("search-results"),
+    resultsList: $("search-results-list"),
+    resultsLabel: $("search-results-label"),
+    resultsClose: $("search-results-close"),
+  },
+  archived: { section: $("archived"), list: $("archived-list"), count: $("archived-count") },
   urlFor: conversationUrl,
-  onOpen: (id) => current.open(id),
+  onOpen: (id, options) => current.open(id, options),
   onRename: (id, title, oldTitle) => conversations.rename(id, title, oldTitle),
   onDelete: (id, title) => conversations.deleteWithUndo(id, title),
+  onPin: (id, pinned) => conversations.pin(id, pinned),
+  onArchive: (id, archived) => conversations.archive(id, archived),
+  onCopyLink: (id) => conversations.copyLink(id),
   onSearch: (query) => conversations.search(query),
 });
 
@@ -85,7 +93,7 @@ const composer = new Composer({
   onStop: () => current.onPaneAction("stop", {}),
 });
 
-const toolbar = new Toolbar({ state, connection });
+const toolbar = new Toolbar({ state, connection, alerts });
 
 current = new OpenConversation({ state, connection, alerts, pane, composer, sidebar, toolbar, newChatButton: $("new-chat") });
 
@@ -142,7 +150,7 @@ connection.on("hello", (frame) => {
   state.setDefaultModel(frame.preferences && frame.preferences.default_model);
   state.setModels(frame.models);
   toolbar.renderModelPicker();
-  conversations.setConversations(frame.conversations);
+  conversations.setConversations(frame.conversations, frame.archived);
   current.reconnected();
 });
 

@@ -14,10 +14,12 @@
 import { NEW_CHAT_URL, conversationIdFromPath, conversationUrl } from "./boot.js";
 import { ALERTED } from "./connection.js";
 import { describeError } from "./errors.js";
+import { MessageReveal } from "./reveal.js";
 
 export class OpenConversation {
   constructor({ state, connection, alerts, pane, composer, sidebar, toolbar, newChatButton }) {
     Object.assign(this, { state, connection, alerts, pane, composer, sidebar, toolbar });
+    this.reveal = new MessageReveal({ state, connection, pane }); // a search result's message
 
     connection.on("conversation.state", (frame) => this.onConversationState(frame));
     connection.on("message.created", (frame) => this.onMessageCreated(frame));
@@ -77,14 +79,16 @@ export class OpenConversation {
 
   // --- Opening, new chat, history ---------------------------------------------------------
 
-  /** Shows a conversation without reloading the page; false when that is not possible (offline). */
-  open(id, { push = true } = {}) {
+  /** Shows a conversation without reloading the page (at `message`, a search result's); false when that is not possible (offline). */
+  open(id, { push = true, message = null } = {}) {
     const { state } = this;
     if (!this.connection.connected) return false; // let the link load the page
+    this.reveal.want(id, message);
     this.sidebar.closeOnNarrowScreens();
     if (id === state.conversationId && !push) return true;
     if (id === state.conversationId && !state.isAwaitingState(id)) {
-      this.composer.focus();
+      if (message) this.reveal.shown(id);
+      else this.composer.focus();
       return true;
     }
     this.composer.switchDraft(id);
@@ -187,6 +191,7 @@ export class OpenConversation {
     for (const delta of state.receivedState(meta.id)) this.applyDelta(delta, { replaying: true });
     this.toolbar.render();
     this.refreshComposer();
+    this.reveal.shown(meta.id);
   }
 
   onMessageCreated(frame) {

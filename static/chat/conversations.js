@@ -1,11 +1,14 @@
 // The user's conversations, as the sidebar shows them: the frames that change the
-// list, renaming, deleting (with a few seconds to undo it) and full-text search. The
+// list, renaming, pinning, archiving, deleting (with a few seconds to undo it), copying
+// a share link again and full-text search. The
 // sidebar (sidebar.js) draws the list; the open conversation (conversation.js) is told
 // when the list's changes concern it.
 //
 // Frames handled: conversation.created, conversation.updated, conversation.deleted,
 //                 search.results.
-// Requests sent:  conversation.rename, conversation.delete, conversation.search.
+// Requests sent:  conversation.rename, conversation.pin, conversation.archive,
+//                 conversation.delete, conversation.share_link (its conversation.shared
+//                 is toolbar.js's), conversation.search.
 
 import { UndoDelete } from "./undo.js";
 
@@ -32,9 +35,9 @@ export class ConversationList {
     });
   }
 
-  /** The list sent with hello replaces the one shown. */
-  setConversations(conversations) {
-    this.sidebar.setConversations(Array.isArray(conversations) ? conversations : []);
+  /** The list sent with hello replaces the one shown (and the archived ones, the Archived section). */
+  setConversations(conversations, archived) {
+    this.sidebar.setConversations(Array.isArray(conversations) ? conversations : [], Array.isArray(archived) ? archived : []);
     this.sidebar.setActive(this.state.conversationId);
   }
 
@@ -76,6 +79,21 @@ export class ConversationList {
   /** Returns false when the rename could not be sent (the sidebar then keeps the old title). */
   rename(id, title, oldTitle) {
     return this.connection.send("conversation.rename", { conversation: id, title }, { conversation: id, oldTitle }) !== null;
+  }
+
+  /** Pins (or unpins) a conversation; every tab hears conversation.updated. */
+  pin(id, pinned) {
+    this.connection.send("conversation.pin", { conversation: id, pinned }, { conversation: id });
+  }
+
+  /** Archives (or brings back) a conversation; every tab hears conversation.updated. */
+  archive(id, archived) {
+    this.connection.send("conversation.archive", { conversation: id, archived }, { conversation: id });
+  }
+
+  /** Asks for the link of a shared conversation again, to copy it (toolbar.js copies the answer). */
+  copyLink(id) {
+    this.connection.send("conversation.share_link", { conversation: id }, { conversation: id, copyLink: true });
   }
 
   search(query) {

@@ -1,5 +1,6 @@
-// The sidebar's date groups: Today, Yesterday, Previous 7 days, Older (by the local
-// calendar day of each conversation's last message). The label is a heading inside the
+// The sidebar's groups: Pinned on top, then the date groups Today, Yesterday, Previous 7
+// days, Older (by the local calendar day of each conversation's last message). The label
+// is a heading inside the
 // first shown item of its group, so the list stays one flat list of conversations
 // (sidebar.js moves items around by time; the filter hides some).
 
@@ -18,13 +19,13 @@ export function dateGroup(time, now = new Date()) {
   return "Older";
 }
 
-/** Puts the group headings on the first shown item of each group; items must be in time order. */
-export function labelGroups(items, timeOf) {
-  const now = new Date();
+/** Puts the group headings on the first shown item of each group; groupOf(item) is its
+ * label (items of a group must be next to each other). */
+export function labelGroups(items, groupOf) {
   let previous = null;
   for (const item of items) {
     const old = item.querySelector(":scope > .conversation-group");
-    const group = item.hidden ? null : dateGroup(timeOf(item), now);
+    const group = item.hidden ? null : groupOf(item);
     const label = group && group !== previous ? group : null;
     if (group) previous = group;
     if (!label) {

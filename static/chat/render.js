@@ -369,22 +369,6 @@ export function buildConversationItem(meta, { href, active }) {
   return item;
 }
 
-/** The "…" menu of a sidebar entry (sidebar.js opens it under its button). */
-export function buildConversationMenu() {
-  const item = (action, iconName, text, className = "") => h(
-    "button",
-    { type: "button", className: `menu-item ${className}`.trim(), dataset: { action, testid: action }, attrs: { role: "menuitem" } },
-    icon(iconName),
-    text,
-  );
-  return h(
-    "div",
-    { className: "menu conversation-menu", attrs: { role: "menu", "aria-label": "Conversation options" } },
-    item("rename", "pencil", "Rename"),
-    item("delete", "trash", "Delete", "is-danger"),
-  );
-}
-
 export function buildRenameForm(currentTitle, maxLength) {
   const input = h("input", {
     className: "form-control form-control-sm rename-input",
@@ -393,20 +377,6 @@ export function buildRenameForm(currentTitle, maxLength) {
   });
   input.value = currentTitle;
   return h("form", { className: "rename-form" }, input);
-}
-
-export function buildSearchResult(result, href) {
-  const meta = result.conversation || {};
-  return h(
-    "li",
-    {},
-    h(
-      "a",
-      { className: "search-result", dataset: { testid: "search-result", id: meta.id, message: result.message || "" }, attrs: { href } },
-      h("span", { className: "search-result-title", text: conversationTitle(meta) }),
-      result.snippet ? h("span", { className: "search-result-snippet", text: result.snippet }) : null,
-    ),
-  );
 }
 
 // --- Alerts ------------------------------------------------------------------

@@ -56,6 +56,14 @@ export class ScrollFollower {
     };
   }
 
+  /** Scrolls `el` to the middle of the pane, and stops following the newest text (the user is reading there). */
+  reveal(el) {
+    this.stickToBottom = false;
+    el.scrollIntoView({ block: "center" });
+    this.lastScrollTop = this.scroller.scrollTop;
+    this.jumpButton.hidden = this.isNearBottom();
+  }
+
   /** Keeps the newest text in view, unless the user has scrolled up to read. */
   followIfStuck() {
     if (this.stickToBottom) {

@@ -1,13 +1,18 @@
-// The sidebar: the list of conversations (newest first by updated_at, under date
-// headings: groups.js), the open one highlighted, a "…" menu per conversation (rename,
-// delete: its undo is conversations.js's), the title filter and the full-text search
-// results. It does not talk to the socket:
-// it calls onOpen(id), onRename(id, title, oldTitle), onDelete(id, title) and
+// The sidebar: the list of conversations (pinned ones first, under "Pinned", then the
+// others newest first by updated_at, under date headings: groups.js), the open one
+// highlighted, a "…" menu per conversation (conversation-menu.js: rename, pin, archive,
+// copy link, delete; the delete's undo is conversations.js's), the Archived section
+// (archive.js), the title filter and the full-text search (search.js). It does not talk
+// to the socket: it calls onOpen(id, {message}), onRename(id, title, oldTitle),
+// onDelete(id, title), onPin(id, pinned), onArchive(id, archived), onCopyLink(id) and
 // onSearch(query).
 
-import { labelGroups } from "./groups.js";
+import { ArchivedSection } from "./archive.js";
+import { ConversationMenu } from "./conversation-menu.js";
+import { dateGroup, labelGroups } from "./groups.js";
 import { conversationListRoving } from "./roving.js";
-import { buildConversationItem, buildConversationMenu, buildRenameForm, buildSearchResult, conversationTitle, h } from "./render.js";
+import { SearchPanel } from "./search.js";
+import { buildConversationItem, buildRenameForm, conversationTitle } from "./render.js";
 
 function timeOf(meta) {
   const t = Date.parse(meta && meta.updated_at);
@@ -18,45 +23,32 @@ function isPlainClick(event) {
   return event.button === 0 && !event.metaKey && !event.ctrlKey && !event.shiftKey && !event.altKey;
 }
 
+/** Whether `a` comes before `b` in the list: pinned ones first, then the newest. */
+function comesBefore(a, b) {
+  if (Boolean(a && a.pinned) !== Boolean(b && b.pinned)) return Boolean(a && a.pinned);
+  return timeOf(a) >= timeOf(b);
+}
+
 export class Sidebar {
-  constructor({ drawer, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch }) {
-    Object.assign(this, { drawer, list, emptyNote, filterNote, searchForm, searchInput, results, resultsList, resultsLabel, resultsClose, urlFor, onOpen, onRename, onDelete, onSearch });
+  constructor({ drawer, list, emptyNote, filterNote, search, archived, urlFor, onOpen, onRename, onDelete, onPin, onArchive, onCopyLink, onSearch }) {
+    Object.assign(this, { drawer, list, emptyNote, filterNote, urlFor, onOpen, onRename, onDelete, onPin, onArchive, onCopyLink });
     this.metas = new Map();
     this.activeId = null;
     this.maxTitleChars = null;
-    this.lastQuery = null;
     this.roving = conversationListRoving(list); // one Tab stop for the list, arrows inside
+    this.menu = new ConversationMenu({ list, metaOf: (id) => this.metas.get(id), onChoose: (action, id) => this.onMenuChoice(action, id) });
+    this.search = new SearchPanel({ ...search, urlFor, onFilter: () => this.applyFilter(), onSearch, onOpen: (id, options) => this.onOpen(id, options) });
+    this.archived = new ArchivedSection({ ...archived, urlFor, onOpen: (id) => this.onOpen(id), onUnarchive: (id) => this.onArchive(id, false) });
 
     this.list.addEventListener("click", (event) => this.onListClick(event));
     this.list.addEventListener("submit", (event) => this.onRenameSubmit(event));
     this.list.addEventListener("keydown", (event) => this.onRenameKeydown(event));
     this.list.addEventListener("focusout", (event) => this.onRenameBlur(event));
-    this.list.addEventListener("keydown", (event) => this.onMenuKeydown(event));
-    document.addEventListener("click", (event) => {
-      if (this.openMenu && !this.openMenu.closest('[data-testid="conversation-item"]').contains(event.target)) this.closeMenu();
-    });
-    this.searchInput.addEventListener("input", () => this.onSearchInput());
-    this.searchInput.addEventListener("keydown", (event) => {
-      if (event.key === "Escape" && this.searchInput.value) {
-        event.preventDefault();
-        this.clearSearch();
-      }
-    });
-    this.searchForm.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const query = this.searchInput.value.trim();
-      if (!query) {
-        this.clearSearch();
-        return;
-      }
-      this.lastQuery = query;
-      this.onSearch(query);
-    });
-    this.resultsClose.addEventListener("click", () => this.clearSearch());
-    this.resultsList.addEventListener("click", (event) => {
-      const link = event.target.closest("a.search-result");
-      if (link && isPlainClick(event) && this.onOpen(link.dataset.id) !== false) event.preventDefault();
-    });
+  }
+
+  /** The query whose message results are wanted (null: none). */
+  get lastQuery() {
+    return this.search.lastQuery;
   }
 
   /** On narrow screens the sidebar is a drawer over the pane (drawer.js): it closes when a conversation is opened. */
@@ -74,6 +66,8 @@ export class Sidebar {
         id: item.dataset.id,
         title: item.classList.contains("is-untitled") ? "" : titleNode ? titleNode.textContent : "",
         updated_at: item.dataset.updatedAt || null,
+        pinned: item.dataset.pinned === "true",
+        shared: item.dataset.shared === "true",
       });
       if (item.classList.contains("active")) this.activeId = item.dataset.id;
     }
@@ -81,23 +75,41 @@ export class Sidebar {
   }
 
   get(id) {
-    return this.metas.get(id) || null;
+    return this.metas.get(id) || this.archived.get(id);
   }
 
-  /** Replaces the whole list (from `hello`), keeping the server's order. */
-  setConversations(conversations) {
+  /** Replaces the whole list and the Archived section (from `hello`), keeping the server's order. */
+  setConversations(conversations, archived = []) {
     this.metas = new Map();
     const fragment = document.createDocumentFragment();
     for (const meta of conversations) {
+      if (meta.archived) continue;
       this.metas.set(meta.id, meta);
       fragment.append(this.buildItem(meta));
     }
     this.list.replaceChildren(fragment);
+    this.archived.set([...archived, ...conversations.filter((meta) => meta.archived)]);
     this.afterChange();
   }
 
-  /** Adds or updates one conversation and puts it at its place by updated_at. */
+  /** Adds or updates one conversation and puts it at its place (pinned first, then by updated_at); an archived one goes to the Archived section. */
   upsert(meta, { animateTitle = true } = {}) {
+    const wasArchived = this.archived.has(meta.id);
+    const archived = meta.archived === undefined ? wasArchived : Boolean(meta.archived);
+    if (archived) {
+      this.archived.upsert({ ...(this.metas.get(meta.id) || {}), ...meta });
+      if (!this.metas.has(meta.id)) return;
+      const item = this.itemFor(meta.id);
+      const hadFocus = item && item.contains(document.activeElement);
+      this.remove(meta.id, { keepResults: true });
+      const stop = this.list.querySelector('.conversation-link[tabindex="0"], [data-action="menu"][tabindex="0"]');
+      if (hadFocus) (stop || this.archived.section.querySelector("summary")).focus(); // not lost to the page's body
+      return;
+    }
+    if (wasArchived) {
+      meta = { ...this.archived.get(meta.id), ...meta };
+      this.archived.remove(meta.id);
+    }
     const old = this.metas.get(meta.id);
     const merged = { ...(old || {}), ...meta };
     this.metas.set(meta.id, merged);
@@ -117,16 +129,17 @@ export class Sidebar {
   /** A message was stored in that conversation at `time`: it moves up to its place by time. */
   touch(id, time) {
     const meta = this.metas.get(id);
-    if (!meta || !time || timeOf({ updated_at: time }) <= timeOf(meta)) return;
+    if (!meta || !time || timeOf({ updated_at: time }) <= timeOf(meta)) return; // archived ones are not in `metas`
     this.upsert({ id, updated_at: time }, { animateTitle: false });
   }
 
-  remove(id) {
+  remove(id, { keepResults = false } = {}) {
     this.metas.delete(id);
     const item = this.itemFor(id);
     if (item) item.remove();
-    for (const link of this.resultsList.querySelectorAll("a.search-result")) {
-      if (link.dataset.id === id) link.closest("li").remove();
+    if (!keepResults) {
+      this.archived.remove(id);
+      this.search.forget(id);
     }
     this.afterChange();
   }
@@ -156,6 +169,7 @@ export class Sidebar {
   buildItem(meta) {
     const item = buildConversationItem(meta, { href: this.urlFor(meta.id), active: meta.id === this.activeId });
     item.classList.toggle("is-untitled", !(meta.title || "").trim());
+    item.dataset.pinned = String(Boolean(meta.pinned));
     return item;
   }
 
@@ -165,10 +179,10 @@ export class Sidebar {
   }
 
   placeItem(item, meta) {
-    const time = timeOf(meta);
+    item.dataset.pinned = String(Boolean(meta.pinned));
     for (const other of this.list.children) {
       if (other === item) continue;
-      if (timeOf(this.metas.get(other.dataset.id)) <= time) {
+      if (comesBefore(meta, this.metas.get(other.dataset.id))) {
         if (other.previousElementSibling !== item) other.before(item);
         return;
       }
@@ -194,22 +208,19 @@ export class Sidebar {
   onListClick(event) {
     const item = event.target.closest('[data-testid="conversation-item"]');
     if (!item) return;
-    const id = item.dataset.id;
-    const button = event.target.closest("[data-action]");
-    if (button) {
-      const action = button.dataset.action;
-      if (action === "menu") {
-        if (this.openMenu && item.contains(this.openMenu)) this.closeMenu({ focusButton: true });
-        else this.showMenu(item);
-        return;
-      }
-      this.closeMenu();
-      if (action === "rename") this.startRename(id);
-      else if (action === "delete") this.onDelete(id, conversationTitle(this.metas.get(id)));
-      return;
-    }
+    if (this.menu.onClick(event, item)) return;
     const link = event.target.closest(".conversation-link");
-    if (link && isPlainClick(event) && this.onOpen(id) !== false) event.preventDefault();
+    if (link && isPlainClick(event) && this.onOpen(item.dataset.id) !== false) event.preventDefault();
+  }
+
+  /** An item of a conversation's "…" menu was chosen. */
+  onMenuChoice(action, id) {
+    const meta = this.metas.get(id) || { id };
+    if (action === "rename") this.startRename(id);
+    else if (action === "delete") this.onDelete(id, conversationTitle(meta));
+    else if (action === "pin" || action === "unpin") this.onPin(id, action === "pin");
+    else if (action === "archive") this.onArchive(id, true);
+    else if (action === "copy-link") this.onCopyLink(id);
   }
 
   startRename(id) {
@@ -277,14 +288,9 @@ export class Sidebar {
 
   // --- Filter and search -----------------------------------------------------------
 
-  onSearchInput() {
-    this.applyFilter();
-    if (!this.searchInput.value.trim()) this.hideResults();
-  }
-
   /** Hides the conversations whose title does not contain what is typed in the search box (and those being deleted). */
   applyFilter() {
-    const query = this.searchInput.value.trim().toLowerCase();
+    const query = this.search.query.toLowerCase();
     let shown = 0;
     for (const item of this.list.children) {
       const title = conversationTitle(this.metas.get(item.dataset.id)).toLowerCase();
@@ -293,69 +299,20 @@ export class Sidebar {
       if (match) shown += 1;
     }
     this.filterNote.hidden = !query || shown > 0 || this.metas.size === 0;
-    labelGroups(this.list.children, (item) => timeOf(this.metas.get(item.dataset.id)));
+    const now = new Date();
+    labelGroups(this.list.children, (item) => {
+      const meta = this.metas.get(item.dataset.id);
+      return meta && meta.pinned ? "Pinned" : dateGroup(timeOf(meta), now);
+    });
     this.roving.sync();
   }
 
-  // --- The "…" menu of a conversation ------------------------------------------------
-
-  showMenu(item) {
-    this.closeMenu();
-    const button = item.querySelector('[data-action="menu"]');
-    this.openMenu = buildConversationMenu();
-    item.querySelector(".conversation-actions").append(this.openMenu);
-    button.setAttribute("aria-expanded", "true");
-    this.openMenu.querySelector(".menu-item").focus();
-  }
-
-  closeMenu({ focusButton = false } = {}) {
-    const menu = this.openMenu;
-    if (!menu) return;
-    this.openMenu = null;
-    const button = menu.parentElement.querySelector('[data-action="menu"]');
-    const hadFocus = menu.contains(document.activeElement);
-    menu.remove();
-    button.setAttribute("aria-expanded", "false");
-    if (focusButton || hadFocus) button.focus();
-  }
-
-  onMenuKeydown(event) {
-    const menu = event.target.closest(".conversation-menu");
-    if (!menu) return;
-    const items = [...menu.querySelectorAll(".menu-item")];
-    const index = items.indexOf(document.activeElement);
-    if (event.key === "Escape" || event.key === "Tab") {
-      if (event.key === "Escape") event.preventDefault();
-      this.closeMenu({ focusButton: true });
-    } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
-      event.preventDefault();
-      items[(index + (event.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
-    }
-  }
-
   showResults(query, results) {
-    this.resultsLabel.textContent = `Results for “${query}”`;
-    const fragment = document.createDocumentFragment();
-    for (const result of results) {
-      if (!result || !result.conversation) continue;
-      fragment.append(buildSearchResult(result, this.urlFor(result.conversation.id)));
-    }
-    if (!fragment.childNodes.length) fragment.append(h("li", { className: "search-empty", text: "No conversation matches." }));
-    this.resultsList.replaceChildren(fragment);
-    this.results.hidden = false;
-  }
-
-  hideResults() {
-    this.results.hidden = true;
-    this.resultsList.replaceChildren();
-    this.lastQuery = null;
+    this.search.show(query, results);
   }
 
   clearSearch() {
-    this.searchInput.value = "";
-    this.hideResults();
-    this.applyFilter();
-    this.searchInput.focus();
+    this.search.clear();
   }
 }
 

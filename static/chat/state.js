@@ -28,6 +28,7 @@ export class ChatState {
   #pendingDeletes = new Set();
   #savingSystemPrompt = null;
   #lastSearchRef = null;
+  #reveal = null; // {conversation, message, switched}: a search result's message to show once it is in the pane
 
   constructor({ conversation = null, limits = {}, selectedModel = null } = {}) {
     this.#conversationId = conversation || null;
@@ -48,6 +49,7 @@ export class ChatState {
   get shareUrl() { return this.#shareUrl; }
   get savingSystemPrompt() { return this.#savingSystemPrompt; }
   get lastSearchRef() { return this.#lastSearchRef; }
+  get reveal() { return this.#reveal; }
 
   // --- The open conversation -------------------------------------------------------
 
@@ -212,6 +214,22 @@ export class ChatState {
   /** The system prompt being saved (null: none): its conversation.updated says "Saved." */
   setSavingSystemPrompt(value) {
     this.#savingSystemPrompt = value;
+  }
+
+  // --- A search result's message -------------------------------------------------------
+
+  /** Show `message` of `conversation` once the pane has it (reveal.js). */
+  wantReveal(conversation, message) {
+    this.#reveal = { conversation, message, switched: false };
+  }
+
+  /** The message is not on the active branch: a branch.switch was asked for it (once). */
+  markRevealSwitched() {
+    if (this.#reveal) this.#reveal = { ...this.#reveal, switched: true };
+  }
+
+  clearReveal() {
+    this.#reveal = null;
   }
 
   /** Only the answer to the latest search is shown. */

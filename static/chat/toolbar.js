@@ -2,7 +2,8 @@
 // the model picker, the system prompt, the download links and sharing. Everything here
 // follows the open conversation in the state; render() brings it up to date.
 //
-// Frames handled: conversation.shared.
+// Frames handled: conversation.shared (also the answer to the sidebar's "Copy link":
+//                 conversation.share_link, copied to the clipboard).
 // Requests sent:  conversation.configure, conversation.share, conversation.unshare.
 
 import { APP_NAME, conversationUrl } from "./boot.js";
@@ -19,9 +20,10 @@ function modelLabel(model) {
 }
 
 export class Toolbar {
-  constructor({ state, connection }) {
+  constructor({ state, connection, alerts }) {
     this.state = state;
     this.connection = connection;
+    this.alerts = alerts;
     this.modelPicker = $("model-picker");
     this.promptField = $("system-prompt");
     this.shareLink = $("share-link");
@@ -222,6 +224,11 @@ export class Toolbar {
   }
 
   onConversationShared(frame) {
+    const request = this.state.takeRequest(frame.ref);
+    if (request && request.copyLink) {
+      this.copyLink(frame);
+      return;
+    }
     if (frame.conversation !== this.state.conversationId) return;
     this.state.setShareUrl(frame.url);
     this.renderShare();
@@ -229,5 +236,19 @@ export class Toolbar {
       this.shareLink.focus();
       this.shareLink.select();
     }
+  }
+
+  /** The link asked for by the sidebar's "Copy link": to the clipboard, and shown in an alert (to copy by hand if that failed). */
+  copyLink(frame) {
+    if (!frame.url) return;
+    const url = new URL(frame.url, window.location.origin).href;
+    if (frame.conversation === this.state.conversationId) {
+      this.state.setShareUrl(frame.url);
+      this.renderShare();
+    }
+    copyText(url).then((ok) => {
+      const text = ok ? "Link copied." : "Copy this link:";
+      this.alerts.show({ code: "share-link", text, detail: url, variant: ok ? "success" : "warning" });
+    });
   }
 }

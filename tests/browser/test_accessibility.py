@@ -71,6 +71,28 @@ def test_axe_finds_no_violation_on_any_page_in_either_theme(new_context):
     found += violations(page, "chat, settings panel open")
     chat.by("settings-toggle").click()
 
+    # The sidebar's parts: a pinned conversation, the Archived section open, a "…" menu open,
+    # search results with their words marked.
+    chat.by("new-chat").click()
+    archived = chat.start_chat("Archive me for the audit")
+    chat.sidebar_item(archived).get_by_test_id("conversation-menu").click()
+    chat.sidebar_item(archived).get_by_test_id("archive").click()
+    expect(chat.sidebar_item(archived)).to_have_count(0)
+    chat.by("archived-toggle").click()
+    expect(chat.by("archived-item")).to_be_visible()
+    pinned = chat.sidebar_item(conversation)
+    pinned.get_by_test_id("conversation-menu").click()
+    pinned.get_by_test_id("pin").click()
+    expect(pinned.locator(".conversation-group")).to_have_text("Pinned")
+    pinned.get_by_test_id("conversation-menu").click()
+    found += violations(page, "sidebar: pinned, archived open, a menu open")
+    page.keyboard.press("Escape")
+    chat.by("search").fill("table")
+    chat.by("search").press("Enter")
+    expect(chat.by("search-result").first.locator("mark").first).to_be_visible()
+    found += violations(page, "search results")
+    chat.by("search").press("Escape")
+
     page.goto("/settings/")
     page.get_by_test_id("create-token").click()
     expect(page.get_by_test_id("token-list")).to_be_visible()

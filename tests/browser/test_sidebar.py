@@ -55,12 +55,12 @@ def test_rename_and_delete_from_the_sidebar_update_every_window(chat, new_contex
     chat.reload()
     expect(chat.sidebar_items).to_have_count(2)
 
-    # By keyboard: Enter opens the menu on its first item, arrows move, Enter deletes; once
-    # the Undo bar has gone, the conversation is deleted for good.
+    # By keyboard: Enter opens the menu on its first item, arrows move (Up from the first wraps
+    # to the last, Delete), Enter deletes; once the Undo bar has gone, the conversation is deleted for good.
     chat.sidebar_item(doomed).get_by_test_id("conversation-menu").focus()
     chat.page.keyboard.press("Enter")
     expect(chat.sidebar_item(doomed).get_by_test_id("rename")).to_be_focused()
-    chat.page.keyboard.press("ArrowDown")
+    chat.page.keyboard.press("ArrowUp")
     expect(chat.sidebar_item(doomed).get_by_test_id("delete")).to_be_focused()
     chat.page.keyboard.press("Enter")
     expect(undo_bar).to_be_visible()
