@@ -125,6 +125,7 @@ def test_a_gfm_reply_shows_list_table_code_and_math_while_streaming_and_after_re
     body = chat.body(reply)
     # While the closing words are still streaming, every construct is already shown as in the end.
     expect(body.locator('math[display="block"]')).to_have_count(1)
+    expect(body).to_contain_text("$10")  # the prices, after the math, have streamed too
     streaming = body.evaluate(SHAPE)
     assert reply.get_attribute("data-status") == "generating", "the reply finished before it could be seen streaming"
     expected = {"items": 2, "rows": 2, "code": 1, "codeText": "total = sum(x * x for x in values)",
