@@ -16,11 +16,20 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: install run test lint lint-py lint-js js-deps test-sqlite test-postgres browser bench bench-quick collectstatic
 
+# The portable build is kept as a wheel outside the checkout, one per version, flags and
+# Python, so that a second install (a fresh clone, CI on the same machine) skips the
+# ten-minute compile. The key holds the flags, so a wheel built otherwise is never used.
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' requirements.txt)
+LLAMA_KEY := $(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' "$$($(BASE_PYTHON) -c 'import sys; print(sys.implementation.cache_tag)')" | md5sum | cut -c1-12)
+LLAMA_WHEELS ?= $(HOME)/.cache/chat-llama-wheels/$(LLAMA_KEY)
+
 $(PYTHON):
 	$(BASE_PYTHON) -m venv $(VENV)
 
 install: $(PYTHON)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip install --no-cache-dir --no-deps -r requirements.txt
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip install --no-cache-dir --no-deps --find-links $(LLAMA_WHEELS) -r requirements.txt
 	$(PYTHON) -c "import llama_cpp"
 
 run: install

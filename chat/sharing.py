@@ -113,7 +113,7 @@ def find(token: str) -> SharedSnapshot | None:
 
 def page_messages(snapshot: SharedSnapshot) -> list[dict]:
     """The snapshot's messages for the template: `content` (text, for the template to
-    escape) and `html` (sanitized: replies rendered by chat/rendering.py, user text escaped)."""
+    escape) and `html` (sanitized: replies rendered by chat/rendering/, user text escaped)."""
     labels = model_labels()
     shown = []
     for item in snapshot.messages:
