@@ -46,7 +46,8 @@ async def measure(workdir: Path) -> dict:
     model = ModelServer(workdir, "model-server").start()
     server = None
     try:
-        env = server_env(workdir, model.url, CHAT_MAX_CONTENT_CHARS="100000")
+        # The scripted replies ride in the user message, URL-encoded: up to about 100 KB.
+        env = server_env(workdir, model.url, CHAT_MAX_CONTENT_CHARS="400000", CHAT_MAX_FRAME_BYTES="1000000")
         server = daphne(env, workdir, "daphne-hostile")
         users = seed(server, {"groups": [{"prefix": "hostile", "users": 1, "conversations": STREAMS},
                                          {"prefix": "pinger", "users": 1, "conversations": 1}]})

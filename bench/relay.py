@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,7 +211,11 @@ def measure_all(mode: str, workdir: Path) -> list[Outcome]:
                         baselines[s.shape] = direct_baseline(workdir, model, s)
                     outcome.direct, outcome.direct_failures = baselines[s.shape]
                     print(f"relay: {s.label}", flush=True)
-                    run_scenario(workdir, outcome, servers, users, model)
+                    try:
+                        run_scenario(workdir, outcome, servers, users, model)
+                    except Exception as error:  # reported as this scenario's failure; the others still run
+                        traceback.print_exc()
+                        outcome.failures.append(f"the scenario failed: {error!r}"[:300])
                     outcomes.append(outcome)
             finally:
                 for server in servers:
