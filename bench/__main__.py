@@ -62,6 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="also profile daphne in the workloads that miss (needs py-spy: pip install py-spy==0.4.1)")
     parser.add_argument("--before", help="an earlier run's results (the .json written next to its report): its "
                         "figures are shown next to this run's")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other sections of the report's .json (an earlier run) and replace only the "
+                        "sections run now, e.g. one that failed (each section's header keeps its own load figures)")
     parser.add_argument("--section", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -174,6 +177,10 @@ def main(argv: list[str]) -> int:
     finally:
         seconds = time.monotonic() - started
         output = Path(args.output)
+        if args.merge and output.with_suffix(".json").exists():
+            earlier = json.loads(output.with_suffix(".json").read_text())["results"]
+            fresh = {r["key"]: r for r in results}
+            results = [fresh.pop(r["key"], r) for r in earlier] + list(fresh.values())
         output.parent.mkdir(parents=True, exist_ok=True)
         before = report.before_figures(Path(args.before)) if args.before else None
         report.write_markdown(output, results, mode=mode, started=started_at, seconds=seconds, config=CONFIG,

@@ -21,7 +21,6 @@ LIMIT_KB = 30.0  # issue 14: idle sockets ≤ 30 KB each
 HANDSHAKES_PER_S = 1000.0  # issue 14: 10,000 tabs reconnecting after a deploy are back within 10 s
 REFERENCE_KB = 14.0  # python-websockets with compression off (field notes); 64 KiB by default
 CONNECT_CONCURRENCY = 100
-ORIGIN = "http://localhost"
 PINGS = 50
 
 
@@ -54,7 +53,7 @@ async def ping_sample(tabs: list[Tab]) -> list[float]:
 
 async def measure(server, cookie: str, counts: tuple[int, ...]) -> tuple[int, list[dict]]:
     pid = server.process.pid
-    make = lambda: Tab(server.ws_url, cookie=cookie, origin=ORIGIN)  # noqa: E731
+    make = lambda: Tab(server.ws_url, cookie=cookie, origin=server.url)  # noqa: E731  (the page's own origin)
     warm = [make() for _ in range(20)]
     await connect_many(warm)
     await asyncio.gather(*(tab.close() for tab in warm))

@@ -228,6 +228,7 @@ STORAGES = {
 # --- Real time -------------------------------------------------------------
 REDIS_URL = _env("REDIS_URL")
 REDIS_PREFIX = _env("REDIS_PREFIX", "asgi")
+REDIS_MAX_CONNECTIONS = _env_int("REDIS_MAX_CONNECTIONS", 1000)  # per process, for the channel layer
 # With rediss://, redis-py verifies the server's certificate. Heroku Redis uses a
 # self-signed one: set REDIS_SSL_CERT_REQS=none there (the link is still encrypted).
 REDIS_SSL_CERT_REQS = _env("REDIS_SSL_CERT_REQS").strip().lower()
@@ -247,8 +248,11 @@ if REDIS_URL:
                 # the layer's blocking BZPOPMIN: every idle socket then crashes with
                 # "Timeout reading" (channels_redis#422). Wait a little longer than
                 # the pop, so a dead Redis is still noticed.
+                # redis-py 8 caps a pool at 100 connections and then fails the command
+                # ("Too many connections") instead of waiting: one process relaying 200
+                # conversations has more layer calls than that in flight at once.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5,
-                           **REDIS_TLS_OPTIONS}],
+                           "max_connections": REDIS_MAX_CONNECTIONS, **REDIS_TLS_OPTIONS}],
                 "prefix": REDIS_PREFIX,
                 # All sockets of a process share one real channel in Redis, and the
                 # capacity counts its messages together: a process relaying dozens of
