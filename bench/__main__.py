@@ -32,7 +32,7 @@ SECTIONS = {
     "relay": ("bench.relay", 110, 480),
     "costs": ("bench.costs", 60, 180),
     "first_token": ("bench.first_token", 40, 120),
-    "connections": ("bench.connections", 40, 200),
+    "connections": ("bench.connections", 60, 400),
     "local_model": ("bench.local_model", 45, 120),
     "pages": ("bench.pages", 30, 90),
     "storage_calls": ("bench.storage_calls", 30, 90),

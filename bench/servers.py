@@ -148,6 +148,11 @@ def server_env(workdir: Path, model_url: str, **extra: str) -> dict[str, str]:
         "CHAT_RATE_LIMIT_FRAMES": "1000000",
         "CHAT_MAX_REPLY_TOKENS": "8000",
         "HF_NEW_ACCOUNT_DAYS": "0",  # its fresh users get the full daily budget
+        # Budgets far beyond any run (still counted, as in production): the defaults, 100
+        # requests per user and 1,000 per site a day, refused half of the one-user,
+        # 200-tab scenario and the later scenarios of a run.
+        "HF_DAILY_REQUESTS_PER_USER": "1000000000",
+        "HF_DAILY_REQUESTS_SITE": "1000000000",
         **extra,
     }
 

@@ -163,10 +163,15 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the socket workers read while another thread writes.
+    # WAL lets the socket workers read while another thread writes. synchronous=NORMAL
+    # (SQLite's advice for WAL) syncs the log at checkpoints instead of at every commit:
+    # a commit costs 0.03 ms instead of 1.3 ms here, and every write of a reply's start
+    # waits for the ones before it. A process that crashes loses nothing; only a power
+    # cut can lose the last commits (the sidebar rebuilds from the store: sync_from_store).
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
-        {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE", "timeout": 20}
+        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE",
+         "timeout": 20}
     )
     # A file, not SQLite's shared-cache memory database: the socket workers write
     # from several threads, and shared-cache locks are not retried.
