@@ -34,6 +34,14 @@ def list_conversations(user, limit: int | None = None) -> list[Conversation]:
     return (pinned + rest)[:limit]
 
 
+def sidebar_and_archived(user) -> tuple[list[Conversation], list[Conversation]]:
+    """`list_conversations(user)` and `list_archived(user)` from one query (the hello frame)."""
+    rows = list(Conversation.objects.filter(owner=user).order_by("-updated_at"))
+    listed = [row for row in rows if not row.archived]
+    return [row for row in listed if row.pinned] + [row for row in listed if not row.pinned], \
+        [row for row in rows if row.archived]
+
+
 def list_archived(user) -> list[Conversation]:
     """The archived conversations, newest first: the Archived section, out of the sidebar's list."""
     return list(Conversation.objects.filter(owner=user, archived=True).order_by("-updated_at"))

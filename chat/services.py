@@ -41,18 +41,23 @@ def limits() -> dict:
 
 
 async def hello(user) -> dict:
-    """What a new socket is told first: the fields of the `hello` frame."""
-    rows = await run_blocking(conversations.list_conversations, user)
-    archived = await run_blocking(conversations.list_archived, user)
-    models = await run_blocking(available_models)
+    """What a new socket is told first: the fields of the `hello` frame.
+
+    Gathered in one worker-thread call: a handshake's database reads are its main cost
+    (bench/connections.py), and each separate hop to a thread adds its own overhead."""
+    return await run_blocking(_hello, user)
+
+
+def _hello(user) -> dict:
+    rows, archived = conversations.sidebar_and_archived(user)
     return {
         "user": {"id": user.pk, "username": user.get_username()},
-        "models": [model.as_dict() for model in models],
+        "models": [model.as_dict() for model in available_models()],
         "conversations": [conversation_dict(row) for row in rows],
         "archived": [conversation_dict(row) for row in archived],
         "limits": limits(),
-        "usage": await run_blocking(quotas.usage, user),  # today's hosted-model budget (chat/quotas.py)
-        "preferences": await run_blocking(preferences.for_hello, user),  # what a new chat starts from
+        "usage": quotas.usage(user),  # today's hosted-model budget (chat/quotas.py)
+        "preferences": preferences.for_hello(user),  # what a new chat starts from
     }
 
 

@@ -173,6 +173,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE",
          "timeout": 20}
     )
+    # Each worker thread keeps its SQLite connection: opening one (and registering
+    # Django's SQL functions on it) for every database call was over half of the CPU of
+    # a socket handshake (bench/connections.py, py-spy). PostgreSQL keeps the
+    # DATABASE_CONN_MAX_AGE default of 0, so a process never holds more connections
+    # than it is using against a plan's connection limit.
+    DATABASES["default"]["CONN_MAX_AGE"] = _env_int("DATABASE_CONN_MAX_AGE", 600)
     # A file, not SQLite's shared-cache memory database: the socket workers write
     # from several threads, and shared-cache locks are not retried.
     # One file per test process, so that concurrent test runs never share one.

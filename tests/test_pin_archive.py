@@ -113,3 +113,6 @@ def test_the_sidebar_lists_pinned_first_and_leaves_archived_out(make_user):
     assert [r.pk for r in conversations.list_conversations(user)] == [rows[0].pk, rows[2].pk, rows[1].pk]
     assert [r.pk for r in conversations.list_conversations(user, 2)] == [rows[0].pk, rows[2].pk]
     assert [r.pk for r in conversations.list_archived(user)] == [rows[3].pk]
+    # The hello frame's one-query version gives the same two lists.
+    sidebar, archived = conversations.sidebar_and_archived(user)
+    assert [r.pk for r in sidebar] == [rows[0].pk, rows[2].pk, rows[1].pk] and [r.pk for r in archived] == [rows[3].pk]
