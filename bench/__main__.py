@@ -177,13 +177,18 @@ def main(argv: list[str]) -> int:
     finally:
         seconds = time.monotonic() - started
         output = Path(args.output)
+        config = CONFIG
         if args.merge and output.with_suffix(".json").exists():
             earlier = json.loads(output.with_suffix(".json").read_text())["results"]
             fresh = {r["key"]: r for r in results}
+            kept = [r["title"] for r in earlier if r["key"] not in fresh]
             results = [fresh.pop(r["key"], r) for r in earlier] + list(fresh.values())
+            if kept:
+                config = [*config, f"Kept from an earlier run of this report (`--merge`): {'; '.join(kept)}. "
+                          "Every other section is from this run."]
         output.parent.mkdir(parents=True, exist_ok=True)
         before = report.before_figures(Path(args.before)) if args.before else None
-        report.write_markdown(output, results, mode=mode, started=started_at, seconds=seconds, config=CONFIG,
+        report.write_markdown(output, results, mode=mode, started=started_at, seconds=seconds, config=config,
                               charts_dir=output.parent, before=before,
                               before_label=f"`{args.before}`" if args.before else "")
         # The raw rows, for a later run's --before (copy it aside before optimising).
