@@ -85,14 +85,33 @@ class ConversationFeed:
         self._joining: _Joining | None = None
         self._floor: tuple[str | None, int] = (None, 0)  # (reply, seq): older deltas are in the snapshot
         self._recheck: _Joining | None = None  # a silent reply shown from its checkpoint, reloaded when stale
+        # Frames that came between `watch` and `show`, while the state was being read: they
+        # follow the state, never precede it (fan-out calls `frame` directly, not through
+        # the consumer's one-at-a-time receive loop).
+        self._loading: list[dict] | None = None
 
     async def watch(self, conversation_id: str) -> None:
         """Follow `conversation_id` instead of the conversation watched so far."""
         if self.watching == conversation_id:
             return
         await self.leave()
-        self.watching, self._joining, self._recheck = conversation_id, None, None
+        self.watching, self._joining, self._recheck, self._loading = conversation_id, None, None, None
         await events.join(events.conversation_group(conversation_id), self.socket)
+
+    async def open(self, conversation_id: str, load: Callable[[], Awaitable[Opening]], ref: str | None) -> None:
+        """Watch `conversation_id`, read its state with `load()`, and send it: frames that
+        come while it is read are held and follow the state (or go out as they are, if
+        the state cannot be read: the error is the caller's to report)."""
+        await self.watch(conversation_id)
+        self._loading = []
+        try:
+            opening = await load()
+        except BaseException:
+            held, self._loading = self._loading or [], None
+            for event in held:
+                await self._send(event["ref_text"] if event.get("origin") == self.channel else event["text"])
+            raise
+        await self.show(opening, ref)
 
     async def leave(self) -> None:
         if self.watching:
@@ -101,11 +120,14 @@ class ConversationFeed:
     async def show(self, opening: Opening, ref: str | None) -> None:
         """Send the opened conversation's state, joining its reply if one is being written.
 
-        Call `watch` before loading `opening`, so that no frame slips between the two."""
+        Called by `open`, which watches first and holds what comes while `opening` is read."""
+        loaded_meanwhile, self._loading = self._loading or [], None
         if opening.reply_channel is None:
             await self._send(events.encode(opening.state(None, ref)))
+            for event in loaded_meanwhile:
+                await self._send(event["ref_text"] if event.get("origin") == self.channel else event["text"])
             return
-        self._joining = joining = _Joining(opening, ref)
+        self._joining = joining = _Joining(opening, ref, buffered=loaded_meanwhile)
         await events.request_snapshot(opening.reply_channel, self.channel, opening.row.pk)
         joining.timer = asyncio.create_task(self._expire(joining.token))
 
@@ -114,6 +136,9 @@ class ConversationFeed:
         if event.get("watchers"):
             if event["conversation"] != self.watching:
                 return  # an event still in flight from a conversation this socket left
+            if self._loading is not None:
+                self._loading.append(event)
+                return
             if self._joining is not None:
                 self._joining.buffered.append(event)
                 return

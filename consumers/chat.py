@@ -103,8 +103,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def conversation_open(self, request: Request) -> None:
         row = await services.get_row(self.user, request["conversation"])
-        await self.feed.watch(row.pk)  # before reading the state, so no delta can slip between
-        await self.feed.show(await services.open_conversation(row), request.ref)
+        await self.feed.open(row.pk, lambda: services.open_conversation(row), request.ref)
 
     async def message_send(self, request: Request) -> None:
         turn = await services.send_message(self.user, request["conversation"], request["content"], request["model"],

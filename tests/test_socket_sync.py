@@ -120,6 +120,39 @@ async def test_tab_hears_only_the_conversation_it_shows():
 # --- Replies belong to the server ---------------------------------------------------
 
 
+async def test_deltas_that_come_while_the_state_is_read_follow_the_state(monkeypatch):
+    """Fan-out hands frames to a socket directly, not through its receive loop: the ones
+    that come while `conversation.open` reads the state must wait for the state."""
+    from chat import services
+
+    read_state = services.open_conversation
+
+    async def slow_read(row):
+        await asyncio.sleep(0.4)  # deltas keep coming meanwhile (one every 30 ms)
+        return await read_state(row)
+
+    monkeypatch.setattr(services, "open_conversation", slow_read)
+    user = await create_user()
+    asker, late_tab = await ChatSocket.connect(user), await ChatSocket.connect(user)
+    await asker.send("message.send", conversation=None, content="#tokens=60 #delay=0.03")
+    conversation_id = (await asker.receive("conversation.created"))["conversation"]["id"]
+    await asker.receive("reply.delta")
+    ref = await late_tab.send("conversation.open", conversation=conversation_id)
+    first = await late_tab.next_frame()
+    while first["type"] in ("conversation.created", "conversation.updated"):  # the sidebar's news may come first
+        first = await late_tab.next_frame()
+    assert (first["type"], first.get("ref")) == ("conversation.state", ref), first["type"]
+    generating = first["generating"]
+    text, final = await late_tab.reply_text()
+    seqs = [f["seq"] for f in deltas_of(late_tab, generating["message"])]
+    assert seqs == list(range(generating["seq"], generating["seq"] + len(seqs)))
+    assert generating["content"] + text == final["message"]["content"] == words(60)
+    await asker.reply_text()
+    await asker.close()
+    await late_tab.close()
+
+
+
 async def test_tab_opening_mid_reply_resumes_from_the_snapshot_seq():
     user = await create_user()
     asker, late_tab = await ChatSocket.connect(user), await ChatSocket.connect(user)
