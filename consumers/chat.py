@@ -28,6 +28,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     user = None
     feed: ConversationFeed | None = None
+    _before_hello: list[dict] | None = None  # events held while the hello frame is being built
 
     # Events that touch no database. Channels runs close_old_connections before every
     # event, a hop to its one sync thread: per delta and per socket, that hop
@@ -42,7 +43,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self, event: dict) -> None:
         """An event of one of this socket's groups, handed over directly (chat/fanout.py):
-        no trip through the channel layer and this socket's receive loop."""
+        no trip through the channel layer and this socket's receive loop. Events that
+        come before `hello` has gone out wait for it: `hello` is always the first frame."""
+        if self._before_hello is not None:
+            self._before_hello.append(event)
+            return
         await self.dispatch(event)
 
     async def connect(self) -> None:
@@ -55,9 +60,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.feed = ConversationFeed(self, self.send_text)
-        await events.join(events.user_group(user.pk), self)
+        self._before_hello = []
+        await events.join(events.user_group(user.pk), self)  # first, so that no sidebar news is missed
         await self.accept()
         await self.send_frame(protocol.hello(**await services.hello(user)))
+        held, self._before_hello = self._before_hello, None
+        for event in held:
+            await self.dispatch(event)
         logger.info("socket connected", extra={"user": user.pk, "client": _client(self.scope)})
 
     async def disconnect(self, code: int) -> None:

@@ -120,6 +120,33 @@ async def test_tab_hears_only_the_conversation_it_shows():
 # --- Replies belong to the server ---------------------------------------------------
 
 
+async def test_hello_is_the_first_frame_even_when_news_comes_while_it_is_built(monkeypatch):
+    """A socket joins its user's group before `hello` is built (so it misses nothing); news
+    that comes meanwhile is held until `hello` has gone out, then delivered."""
+    from chat import services
+
+    user = await create_user()
+    asker = await ChatSocket.connect(user)
+    conversation_id = await asker.new_conversation()
+    build_hello, building = services.hello, asyncio.Event()
+
+    async def slow_hello(someone):
+        building.set()
+        await asyncio.sleep(0.4)
+        return await build_hello(someone)
+
+    monkeypatch.setattr(services, "hello", slow_hello)
+    connecting = asyncio.create_task(ChatSocket.attempt(user))  # asserts that its first frame is hello
+    await building.wait()
+    await asker.send("conversation.rename", conversation=conversation_id, title="Renamed meanwhile")
+    outcome, late_tab = await connecting
+    assert outcome == "hello"
+    news = await late_tab.receive("conversation.updated")
+    assert news["conversation"]["title"] == "Renamed meanwhile"
+    await asker.close()
+    await late_tab.close()
+
+
 async def test_deltas_that_come_while_the_state_is_read_follow_the_state(monkeypatch):
     """Fan-out hands frames to a socket directly, not through its receive loop: the ones
     that come while `conversation.open` reads the state must wait for the state."""
