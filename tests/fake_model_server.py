@@ -19,6 +19,7 @@ can script a reply without any shared state:
     #fail=3            send 3 tokens, then an error event
     #reply=<text>      reply with this exact (URL-encoded) text, in chunks of 4 characters
     #hang              never answer (for timeouts)
+    #linger=0.05       seconds between `data: [DONE]` and the end of the body
     #markdown=STYLE    with #tokens=N: N tokens of Markdown instead of "w0 w1 ...": `mixed`
                        (the default: headings, paragraphs, lists, a table, fenced code),
                        `para` (one long paragraph of sentences) or `code` (one long fenced
@@ -70,7 +71,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 TITLE_PREFIX = "Give this conversation a descriptive"
-DIRECTIVE = re.compile(r"#(tokens|delay|status|retry_after|cut|abort|fail|flaky|reply|hang|markdown|stamp)(?:=(\S*))?")
+DIRECTIVE = re.compile(r"#(tokens|delay|status|retry_after|cut|abort|fail|flaky|reply|hang|markdown|stamp|linger)(?:=(\S*))?")
 STAMP_MODULO = 10**9
 STAMP = re.compile(r"@(\d{9})")
 STAMPABLE = re.compile(r"\s?[A-Za-z][A-Za-z0-9_]*")
@@ -105,6 +106,7 @@ class Script:
     fail: int | None = None
     hang: bool = False
     stamp: bool = False
+    linger: float = 0.0
 
 
 def _text_of(content: Any) -> str:
@@ -227,6 +229,8 @@ def parse_script(messages: list[dict[str, Any]]) -> Script:
             markdown = value or "mixed"
         elif name == "stamp":
             script.stamp = True
+        elif name == "linger":
+            script.linger = float(value)
     if reply is not None:
         script.tokens = [reply[i : i + 4] for i in range(0, len(reply), 4)]
     elif markdown is not None and script.tokens:
@@ -488,6 +492,8 @@ class FakeModelServer:
             return response
         await send({}, finish)
         await response.write(b"data: [DONE]\n\n")
+        if script.linger:  # the body's last chunk comes later than the event that ends the answer
+            await asyncio.sleep(script.linger)
         await response.write_eof()
         record.outcome = "completed"
         return response

@@ -126,6 +126,17 @@ async def test_hf_replies_and_titles_share_one_kept_alive_connection(hf, server)
     assert hf.connection_pool() is hf.connection_pool()
 
 
+async def test_hf_connection_is_reused_when_the_body_ends_after_the_answer(hf, server):
+    # huggingface_hub stops reading at `data: [DONE]` and drops its iterator; were that
+    # iterator finalized before the body's last chunk arrives, httpcore would close the
+    # connection. The backend reads the rest through the same iterator instead.
+    for _ in range(3):
+        _, error = await collect(hf.stream(MODEL, ask("#tokens=2 #linger=0.05"), max_tokens=8))
+        assert error is None
+    records = await asyncio.to_thread(server.settled, 3)
+    assert len({record.peer for record in records}) == 1
+
+
 @pytest.mark.parametrize("directive", ["#abort=2", "#cut=2"])
 async def test_hf_broken_connection_is_not_reused(hf, server, directive):
     await collect(hf.stream(MODEL, ask("before #tokens=2"), max_tokens=8))

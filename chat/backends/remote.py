@@ -7,6 +7,7 @@ because each request built a new client, hence a new transport and a new TLS con
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import email.utils
 import functools
@@ -82,21 +83,65 @@ class PoolView:
     @contextlib.asynccontextmanager
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         async with self.pool.stream(*args, **kwargs) as response:
+            body = response.stream = _held_body_class()(response.stream)
             try:
                 yield response
             finally:
-                if self.answer_complete:
-                    await self._read_to_the_end(response)
+                try:
+                    if self.answer_complete:
+                        await self._read_to_the_end(body)
+                finally:
+                    await body.release()
 
-    async def _read_to_the_end(self, response: Any) -> None:
+    async def _read_to_the_end(self, body: Any) -> None:
         # Any failure leaves the connection as it was: closed with the response, not reused.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.drain_seconds):
-                async for _ in response.stream:  # the raw body after what was read
-                    pass
+                await body.read_on()
 
     def __getattr__(self, name: str) -> Any:  # post(), ...: the pool's own
         return getattr(self.pool, name)
+
+
+@functools.cache
+def _held_body_class() -> type:
+    """A response body read through one iterator, closed only by `release()`.
+
+    huggingface_hub drops its iterator over the body at `data: [DONE]`; when Python
+    finalizes it, httpx closes the response, and httpcore closes a connection whose body
+    was not read to its end. Whether the last chunk had arrived by then is a matter of
+    timing, so connections were lost now and then. This body ignores that close, and the
+    backend reads the rest through the very iterator huggingface_hub was using.
+    """
+    import httpx2
+
+    class HeldBody(httpx2.AsyncByteStream):
+        def __init__(self, stream: Any) -> None:
+            self._stream = stream
+            self._chunks = stream.__aiter__()
+
+        def __aiter__(self) -> HeldBody:
+            return self
+
+        async def __anext__(self) -> bytes:
+            return await self._chunks.__anext__()
+
+        async def aclose(self) -> None:
+            """httpx's close when a reader stops: ignored, see `release()`."""
+
+        async def read_on(self) -> None:
+            async for _ in self._chunks:
+                pass
+
+        async def release(self) -> None:
+            """Close for real: a body not read to its end closes its connection."""
+            try:
+                if isinstance(self._chunks, collections.abc.AsyncGenerator):
+                    await self._chunks.aclose()
+            finally:
+                await self._stream.aclose()
+
+    return HeldBody
 
 
 def new_connection_pool() -> Any:
