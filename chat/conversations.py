@@ -7,6 +7,7 @@ owner first, so another user's id is indistinguishable from an absent one.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
@@ -108,8 +109,12 @@ def create_conversation(user, model: str, first_message: str, *,
     return row, transcript, message
 
 
-def update_transcript(row: Conversation, mutate: Callable[[Transcript], T], *, touch: bool = True) -> tuple[Transcript, T]:
-    """Apply `mutate` through the store's conditional-write loop, then mirror metadata and the search index."""
+def update_transcript(row: Conversation, mutate: Callable[[Transcript], T], *, touch: bool = True,
+                      index_later: list[Callable[[], None]] | None = None) -> tuple[Transcript, T]:
+    """Apply `mutate` through the store's conditional-write loop, then mirror metadata and the search index.
+
+    With `index_later`, the search index is not written now: its job is appended there for
+    the caller to run (a turn runs it after the reply's first token, which it would delay)."""
     before: dict = {}
 
     def tracked(transcript: Transcript) -> T:
@@ -124,7 +129,11 @@ def update_transcript(row: Conversation, mutate: Callable[[Transcript], T], *, t
     except StorageUnavailable:
         raise storage_unavailable() from None
     _mirror_metadata(row, transcript, touch=touch)
-    search.index_changes(row.id, row.owner_id, before["contents"], before["title"], transcript)
+    index = functools.partial(search.index_changes, row.id, row.owner_id, before["contents"], before["title"], transcript)
+    if index_later is None:
+        index()
+    else:
+        index_later.append(index)
     return transcript, result
 
 

@@ -89,11 +89,16 @@ def _limits(user_id: int) -> tuple[int, int]:
 
 
 def _take(day: datetime.date, user_id: int | None, limit: int, reserve: int) -> bool:
-    """Count one request on this row if it stays under `limit - reserve` (0: no limit)."""
-    ModelUsage.objects.get_or_create(day=day, user_id=user_id)
+    """Count one request on this row if it stays under `limit - reserve` (0: no limit).
+
+    The day's row almost always exists already: one UPDATE, not a SELECT and an UPDATE
+    (each ORM query costs about 0.2 ms of a turn's time to first token, bench §3)."""
     rows = ModelUsage.objects.filter(day=day, user_id=user_id)
     if limit:
         rows = rows.filter(requests__lt=limit - reserve)
+    if rows.update(requests=F("requests") + 1) == 1:
+        return True
+    ModelUsage.objects.get_or_create(day=day, user_id=user_id)  # the day's first request, or over the limit
     return rows.update(requests=F("requests") + 1) == 1
 
 

@@ -7,8 +7,12 @@ transcript store) runs in threads via `chat.blocking.run_blocking`.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from django.conf import settings
 
@@ -26,6 +30,7 @@ from chat.resume import open_conversation  # noqa: F401 (a request like the othe
 from chat.transcript import CONTINUABLE_STATUSES, Message, Transcript
 
 _reply_limiter = SlidingWindowLimiter("replies")
+T = TypeVar("T")
 
 
 def limits() -> dict:
@@ -91,13 +96,21 @@ class Turn:
         return self.row.pk
 
     async def start(self) -> None:
-        """Tell every tab, then hand the reply to its own task."""
-        if self.created:
-            await events.conversation_created(self.row, origin=self.origin, ref=self.ref)
-        if self.user_message is not None:
-            await events.message_created(self.row, self.user_message, origin=self.origin, ref=self.ref)
-        if not self.created:  # updated_at moved (and maybe the model): every sidebar reorders
-            await events.conversation_updated(self.row, origin=self.origin, ref=self.ref)
+        """Ask the model, tell every tab, then hand the reply to its own task.
+
+        The request goes out first, so the model's time to its first token overlaps the
+        news; tabs still hear the news, then `reply.started`, then the deltas."""
+        self.reply.open_stream()
+        try:
+            if self.created:
+                await events.conversation_created(self.row, origin=self.origin, ref=self.ref)
+            if self.user_message is not None:
+                await events.message_created(self.row, self.user_message, origin=self.origin, ref=self.ref)
+            if not self.created:  # updated_at moved (and maybe the model): every sidebar reorders
+                await events.conversation_updated(self.row, origin=self.origin, ref=self.ref)
+        except BaseException:
+            self.reply.abandon_stream()
+            raise
         self.reply.start()
 
 
@@ -149,8 +162,7 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
         model = _check_model(model or await run_blocking(preferences.default_model_for, user))
         await _check_reply_rate(user)
         _check_room(user, model)
-        async with quotas.counted(user, model):  # given back if the conversation is not created
-            return await _start_new_conversation(user, content, model, origin, ref)
+        return await _start_new_conversation(user, content, model, origin, ref)
     row = await get_row(user, conversation_id)
     switch_model = model is not None and model != row.model
     if switch_model:
@@ -174,19 +186,27 @@ async def _start_new_conversation(user, content: str, model: str, origin, ref) -
     def hold(row: Conversation, message: Message) -> None:  # created claimed: no other reply can start first
         claim.hold_new(row, reply_id, message.id, model, channel)
 
-    row, transcript, message = await run_blocking(conversations.create_conversation, user, model, content,
-                                                  before_insert=hold)
+    row, transcript, message = await run_blocking(_charged(conversations.create_conversation), user, model,
+                                                  user, model, content, before_insert=hold)
     task = _reply_task(row, reply_id, channel, transcript, message)
     return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
 
 
 def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message) -> ReplyTask:
     """The reply to `parent`; it titles the conversation if it is the first exchange of an untitled one."""
+    task = ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model, model_messages=[],
+                     channel=channel, user=row.owner_id)
+    _answer(task, row, transcript, parent)
+    return task
+
+
+def _answer(task: ReplyTask, row: Conversation, transcript: Transcript, parent: Message) -> None:
+    """Point `task` at `parent` in the stored `transcript`."""
     branch = transcript.active_branch()
     needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
-    return ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
-                     model_messages=transcript.model_messages(), channel=channel,
-                     title_from=branch[0].content if needs_title else None, user=row.owner_id)
+    task.row, task.parent_id, task.model = row, parent.id, row.model
+    task.title_from = branch[0].content if needs_title else None
+    task.settle(transcript.model_messages())
 
 
 class _ModelChanged(Exception):
@@ -206,39 +226,66 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
     store's conditional write), and on a mismatch nothing is written, the charge is
     given back and the turn is charged again on the model now in force.
     """
+    loop = asyncio.get_running_loop()
     for _ in range(MODEL_CHANGE_RETRIES):
         charged = model or row.model
+        channel = await events.new_reply_channel()
+        reply_id = secrets.token_hex(8)
+        task = ReplyTask(row=row, reply_id=reply_id, parent_id="", model=charged, model_messages=[],
+                         channel=channel, user=row.owner_id)
 
-        def pinned(transcript: Transcript, charged: str = charged) -> Message:
+        def pinned(transcript: Transcript, charged: str = charged, task: ReplyTask = task) -> Message:
             result = mutate(transcript)
             if transcript.model != charged:
                 raise _ModelChanged()
+            # Claimed and counted: the model may be asked while the change is written.
+            loop.call_soon_threadsafe(task.open_stream_early, transcript.model_messages())
             return result
 
         try:
-            async with quotas.counted(user, charged):  # given back if busy or changed
-                return await _claim_and_store(row, pinned, origin, ref, announce_user_message=announce_user_message)
+            transcript, message = await run_blocking(_charged(_claim_and_store), user, charged,
+                                                     row, reply_id, channel, pinned, task.after_first_delta)
         except _ModelChanged:
+            task.abandon_stream()
             row = await get_row(user, row.pk)
+            continue
+        except BaseException:
+            task.abandon_stream()
+            raise
+        _answer(task, row, transcript, message)
+        shown = message_dict(transcript, message) if announce_user_message else None
+        return Turn(row, task, user_message=shown, origin=origin, ref=ref)
     raise _busy()
 
 
-async def _claim_and_store(row: Conversation, mutate, origin, ref, *, announce_user_message: bool = True) -> Turn:
-    """Claim the reply slot, then store the change; release the slot if storing fails."""
-    channel = await events.new_reply_channel()
-    reply_id = secrets.token_hex(8)
-    claimed = await run_blocking(claim.claim, row, reply_id, "", row.model, channel)
-    if not claimed:
+def _charged(start: Callable[..., T]) -> Callable[..., T]:
+    """`start` (which begins a reply) with the model request counted first, and given back
+    if `start` fails, since then no model is asked. The count and the start are one
+    worker-thread call: each call costs a thread hop on top of its queries (bench §3)."""
+    def charged_start(user, model_id: str, *args: Any, **kwargs: Any) -> T:
+        quotas.check_and_count(user, model_id)
+        try:
+            return start(*args, **kwargs)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                quotas.refund(user, model_id)
+            raise
+    return charged_start
+
+
+def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate,
+                     index_later: list[Callable[[], None]]) -> tuple[Transcript, Message]:
+    """Claim the reply slot, store the change, then record what the reply answers; the
+    slot is released if storing fails. Blocking: one worker-thread call."""
+    if not claim.claim(row, reply_id, "", row.model, channel):
         raise _busy()
     try:
-        transcript, message = await run_blocking(conversations.update_transcript, row, mutate)
+        transcript, message = conversations.update_transcript(row, mutate, index_later=index_later)
     except BaseException:
-        await run_blocking(claim.release, row, reply_id)
+        claim.release(row, reply_id)
         raise
-    await run_blocking(claim.set_parent, row, reply_id, message.id, row.model)
-    task = _reply_task(row, reply_id, channel, transcript, message)
-    shown = message_dict(transcript, message) if announce_user_message else None
-    return Turn(row, task, user_message=shown, origin=origin, ref=ref)
+    claim.set_parent(row, reply_id, message.id, row.model)
+    return transcript, message
 
 
 async def edit_message(user, conversation_id: str, message_id: str, content: str, *, origin=None, ref=None) -> Turn:
@@ -306,15 +353,18 @@ async def continue_reply(user, conversation_id: str, message_id: str | None, *, 
         transcript.active_leaf = message.id
         return message
 
-    async with quotas.counted(user, row.model):
-        channel = await events.new_reply_channel()
-        if not await run_blocking(claim.claim, row, target.id, target.parent, row.model, channel):
+    channel = await events.new_reply_channel()
+
+    def claim_and_store() -> tuple[Transcript, Message]:
+        if not claim.claim(row, target.id, target.parent, row.model, channel):
             raise _busy()
         try:
-            transcript, message = await run_blocking(conversations.update_transcript, row, make_active)
+            return conversations.update_transcript(row, make_active)
         except BaseException:
-            await run_blocking(claim.release, row, target.id)
+            claim.release(row, target.id)
             raise
+
+    transcript, message = await run_blocking(_charged(claim_and_store), user, row.model)
     task = ReplyTask(row=row, reply_id=message.id, parent_id=message.parent, model=row.model,
                      model_messages=transcript.model_messages(), channel=channel, prefix=message.content,
                      user=row.owner_id)
