@@ -100,7 +100,7 @@ class ReplyTask:
         """Ask the model for `messages` before the turn is stored: the model's time to its
         first token then overlaps the store's write. `settle` keeps the request if the
         stored turn has the same messages; a turn that fails abandons it."""
-        if not self._settled:
+        if not self._settled and self._stream_task is None:  # a write retried: the first messages stand until `settle`
             self.model_messages = messages
             self.open_stream()
 
@@ -108,8 +108,10 @@ class ReplyTask:
         """The turn is stored with `messages`: an early request for other ones is replaced."""
         self._settled = True
         if self._stream_task is not None and messages != self.model_messages:
-            self.abandon_stream()
+            self.abandon_stream()  # cancelled where it waits, before it adds anything more
             self._stream_task = None
+            self._pending.clear()  # its first piece, if it came: not an answer to `messages`
+            self.pieces, self.finish_reason = 0, None
         self.model_messages = messages
 
     def abandon_stream(self) -> None:

@@ -1,0 +1,110 @@
+"""How a turn starts its reply (issue 14, time to first token): the model is asked while
+the user message is written, the first token goes out alone, and a turn that changes or
+fails during its write never shows a reply to the wrong messages."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat import quotas
+from chat.models import Conversation
+from chat.store import StorageUnavailable, get_store
+from chat.store.contract import encode
+from tests.sockets import ChatSocket, create_user
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
+
+FRENCH = "Answer in French."
+
+
+async def test_the_first_token_of_a_burst_goes_out_alone():
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation()
+    # The scripted model writes all 20 pieces at once: they arrive in one read.
+    await socket.send("message.send", conversation=conversation_id, content="#tokens=20")
+    first = await socket.receive("reply.delta")
+    assert (first["seq"], first["delta"]) == (0, "w0")
+    rest, final = await socket.reply_text()
+    assert final["type"] == "reply.completed"
+    assert first["delta"] + rest == final["message"]["content"] == "".join(f" w{i}" if i else "w0" for i in range(20))
+    await socket.close()
+
+
+@pytest.fixture
+def system_prompt_changed_during_the_write(monkeypatch):
+    """Another writer changes the system prompt just before this turn's first write lands,
+    so the store re-applies the turn to the new transcript: its messages change after the
+    model was already asked. (The folder store serialises its writers and never loses a
+    race; S3's conditional write does, and this write answers as it would.)"""
+    store = get_store()
+    write = type(store)._write
+    raced = []
+
+    def racing_write(self, user_id, conversation_id, body, version):
+        if not raced and b"ask me" in body:
+            raced.append(True)
+            other, _ = self._read(user_id, conversation_id)
+            other.system_prompt = FRENCH
+            assert write(self, user_id, conversation_id, encode(other), version)
+            return False  # lost the race, as a conditional write to S3 would: read again, apply again
+        return write(self, user_id, conversation_id, body, version)
+
+    monkeypatch.setattr(type(store), "_write", racing_write)
+    return raced
+
+
+async def test_a_turn_whose_messages_change_during_the_write_asks_the_model_again(
+        fake_model, system_prompt_changed_during_the_write):
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation()
+    fake_model.clear()
+    await socket.send("message.send", conversation=conversation_id, content="ask me")
+    text, final = await socket.reply_text()
+    assert system_prompt_changed_during_the_write, "the other writer never came"
+    assert final["type"] == "reply.completed" and text == "Echo: ask me"
+    requests = await asyncio.to_thread(fake_model.settled, len(fake_model.log))
+    # The early request, asked before the write was retried, may have reached the model;
+    # the reply shown and stored is the answer to the messages that were stored.
+    assert 1 <= len(requests) <= 2
+    assert requests[-1].body["messages"][0] == {"role": "system", "content": FRENCH}
+    assert requests[-1].outcome == "completed"
+    assert all(r.body["messages"][0]["role"] == "user" for r in requests[:-1])
+    stored = await sync_to_async(get_store().load)(user.pk, conversation_id)
+    assert stored.system_prompt == FRENCH and [m.content for m in stored.active_branch()][-2:] == ["ask me", text]
+    await socket.close()
+
+
+async def test_a_turn_that_cannot_be_written_gets_no_reply_costs_nothing_and_frees_the_conversation(
+        fake_model, settings, monkeypatch):
+    settings.HF_DAILY_REQUESTS_PER_USER = 10
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation()
+    used = await sync_to_async(quotas._used)(user.pk)
+    store = get_store()
+    write = type(store)._write
+
+    def failing_write(self, user_id, conversation_id, body, version):
+        raise StorageUnavailable("the disk is gone")
+
+    monkeypatch.setattr(type(store), "_write", failing_write)
+    fake_model.clear()
+    ref = await socket.send("message.send", conversation=conversation_id, content="lost? #tokens=50 #delay=0.02")
+    error = await socket.receive("error", ref=ref)
+    assert error["code"] == "storage_unavailable"
+    assert await socket.nothing_more()  # no reply.started, no delta
+    requests = await asyncio.to_thread(fake_model.settled, len(fake_model.log))
+    assert all(r.outcome != "completed" for r in requests)
+    assert await sync_to_async(quotas._used)(user.pk) == used  # given back
+    row = await sync_to_async(Conversation.objects.get)(pk=conversation_id)
+    assert row.reply_message is None
+
+    monkeypatch.setattr(type(store), "_write", write)
+    await socket.send("message.send", conversation=conversation_id, content="after")
+    text, final = await socket.reply_text()
+    assert final["type"] == "reply.completed" and text == "Echo: after"
+    await socket.close()
