@@ -182,22 +182,36 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
     channel = await events.new_reply_channel()
     reply_id = secrets.token_hex(8)
+    task = _new_reply_task(reply_id, channel, model, user.pk)
 
     def hold(row: Conversation, message: Message) -> None:  # created claimed: no other reply can start first
         claim.hold_new(row, reply_id, message.id, model, channel)
 
-    row, transcript, message = await run_blocking(_charged(conversations.create_conversation), user, model,
-                                                  user, model, content, before_insert=hold)
-    task = _reply_task(row, reply_id, channel, transcript, message)
+    try:
+        row, transcript, message = await run_blocking(
+            _charged(conversations.create_conversation), user, model, user, model, content, before_insert=hold,
+            before_store=_asks_early(task), index_later=task.after_first_delta)
+    except BaseException:
+        task.abandon_stream()
+        raise
+    _answer(task, row, transcript, message)
     return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
 
 
-def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message) -> ReplyTask:
-    """The reply to `parent`; it titles the conversation if it is the first exchange of an untitled one."""
-    task = ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model, model_messages=[],
-                     channel=channel, user=row.owner_id)
-    _answer(task, row, transcript, parent)
-    return task
+def _new_reply_task(reply_id: str, channel: str, model: str, owner_id: int) -> ReplyTask:
+    """A reply whose turn is not stored yet: `_answer` points it at its message."""
+    return ReplyTask(row=None, reply_id=reply_id, parent_id="", model=model, model_messages=[],
+                     channel=channel, user=owner_id)
+
+
+def _asks_early(task: ReplyTask) -> Callable[[Transcript], None]:
+    """For the worker thread that stores a claimed and counted turn: ask the model as soon
+    as the turn's messages are known, while the change is written (ReplyTask.open_stream_early)."""
+    loop = asyncio.get_running_loop()
+
+    def ask(transcript: Transcript) -> None:
+        loop.call_soon_threadsafe(task.open_stream_early, transcript.model_messages())
+    return ask
 
 
 def _answer(task: ReplyTask, row: Conversation, transcript: Transcript, parent: Message) -> None:
@@ -226,20 +240,18 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
     store's conditional write), and on a mismatch nothing is written, the charge is
     given back and the turn is charged again on the model now in force.
     """
-    loop = asyncio.get_running_loop()
     for _ in range(MODEL_CHANGE_RETRIES):
         charged = model or row.model
         channel = await events.new_reply_channel()
         reply_id = secrets.token_hex(8)
-        task = ReplyTask(row=row, reply_id=reply_id, parent_id="", model=charged, model_messages=[],
-                         channel=channel, user=row.owner_id)
+        task = _new_reply_task(reply_id, channel, charged, row.owner_id)
+        ask = _asks_early(task)
 
-        def pinned(transcript: Transcript, charged: str = charged, task: ReplyTask = task) -> Message:
+        def pinned(transcript: Transcript, charged: str = charged, ask: Callable[[Transcript], None] = ask) -> Message:
             result = mutate(transcript)
             if transcript.model != charged:
                 raise _ModelChanged()
-            # Claimed and counted: the model may be asked while the change is written.
-            loop.call_soon_threadsafe(task.open_stream_early, transcript.model_messages())
+            ask(transcript)  # claimed and counted: the model may be asked while the change is written
             return result
 
         try:

@@ -45,7 +45,7 @@ running: dict[str, ReplyTask] = {}
 class ReplyTask:
     """Streams one reply from the model to every watching socket, then stores it."""
 
-    row: Conversation
+    row: Conversation | None  # None only until the turn is stored (chat/services.py, _answer)
     reply_id: str
     parent_id: str
     model: str
