@@ -148,10 +148,17 @@ def update_transcript(row: Conversation, mutate: Callable[[Transcript], T], *, t
 
 
 def _mirror_metadata(row: Conversation, transcript: Transcript, *, touch: bool) -> None:
+    """Write what changed of the sidebar's copy: nothing, for most turns (`touch=False`).
+
+    Skipping an unchanged field is safe: `row` was read from the database, and a writer
+    that changed the field since wrote its own transcript and mirrored it itself (the
+    stale value is exactly what this write would otherwise have put back)."""
     fields = {"title": transcript.title, "model": transcript.model, "system_prompt": transcript.system_prompt}
+    fields = {name: value for name, value in fields.items() if getattr(row, name) != value}
     if touch:
         fields["updated_at"] = timezone.now()
-    Conversation.objects.filter(pk=row.pk).update(**fields)
+    if fields:
+        Conversation.objects.filter(pk=row.pk).update(**fields)
     for name, value in fields.items():
         setattr(row, name, value)
 

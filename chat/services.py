@@ -27,7 +27,7 @@ from chat.ratelimit import SlidingWindowLimiter
 from chat.replies import claim
 from chat.replies.task import ReplyTask
 from chat.resume import open_conversation  # noqa: F401 (a request like the others; the joining is resume's)
-from chat.transcript import CONTINUABLE_STATUSES, Message, Transcript
+from chat.transcript import CONTINUABLE_STATUSES, Message, Transcript, new_message_id
 
 _reply_limiter = SlidingWindowLimiter("replies")
 T = TypeVar("T")
@@ -174,9 +174,11 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
         if switch_model:  # in the same write as the message: a refused (busy) send changes nothing
             transcript.model = model
         leaf = transcript.active_branch()[-1].id if transcript.active_leaf else None
-        return transcript.add_message(leaf, "user", content)
+        return transcript.add_message(leaf, "user", content, message_id=message_id)
 
-    return await _charged_turn(user, row, add_user_message, origin, ref, model=model if switch_model else None)
+    message_id = new_message_id()  # known before the write: the claim records it as the reply's parent
+    return await _charged_turn(user, row, add_user_message, origin, ref, model=model if switch_model else None,
+                               parent_id=message_id)
 
 
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
@@ -231,7 +233,7 @@ MODEL_CHANGE_RETRIES = 3
 
 
 async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: str | None = None,
-                        announce_user_message: bool = True) -> Turn:
+                        announce_user_message: bool = True, parent_id: str = "") -> Turn:
     """Charge the model that will run, then claim and store.
 
     The budget is counted before the write, but a `conversation.configure` from another
@@ -239,6 +241,8 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
     the write itself checks that its model is the charged one (atomically, inside the
     store's conditional write), and on a mismatch nothing is written, the charge is
     given back and the turn is charged again on the model now in force.
+
+    `parent_id`, the id `mutate` gives the user message, if known before the write.
     """
     for _ in range(MODEL_CHANGE_RETRIES):
         charged = model or row.model
@@ -255,8 +259,8 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
             return result
 
         try:
-            transcript, message = await run_blocking(_charged(_claim_and_store), user, charged,
-                                                     row, reply_id, channel, pinned, task.after_first_delta)
+            transcript, message = await run_blocking(_charged(_claim_and_store), user, charged, row, reply_id,
+                                                     channel, pinned, task.after_first_delta, charged, parent_id)
         except _ModelChanged:
             task.abandon_stream()
             row = await get_row(user, row.pk)
@@ -285,18 +289,21 @@ def _charged(start: Callable[..., T]) -> Callable[..., T]:
     return charged_start
 
 
-def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate,
-                     index_later: list[Callable[[], None]]) -> tuple[Transcript, Message]:
-    """Claim the reply slot, store the change, then record what the reply answers; the
+def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate, index_later: list[Callable[[], None]],
+                     model: str, parent_id: str) -> tuple[Transcript, Message]:
+    """Claim the reply slot (which moves the conversation up the sidebars), store the change,
+    then record what the reply answers unless the claim could already (`parent_id`); the
     slot is released if storing fails. Blocking: one worker-thread call."""
-    if not claim.claim(row, reply_id, "", row.model, channel):
+    updated_at = row.updated_at
+    if not claim.claim(row, reply_id, parent_id, model, channel):
         raise _busy()
     try:
-        transcript, message = conversations.update_transcript(row, mutate, index_later=index_later)
+        transcript, message = conversations.update_transcript(row, mutate, touch=False, index_later=index_later)
     except BaseException:
-        claim.release(row, reply_id)
+        claim.release(row, reply_id, updated_at=updated_at)
         raise
-    claim.set_parent(row, reply_id, message.id, row.model)
+    if message.id != parent_id:
+        claim.set_parent(row, reply_id, message.id, row.model)
     return transcript, message
 
 
@@ -310,10 +317,11 @@ async def edit_message(user, conversation_id: str, message_id: str, content: str
         old = transcript.messages.get(message_id)
         if old is None or old.role != "user":
             raise not_found()
-        return transcript.add_message(old.parent, "user", content)
+        return transcript.add_message(old.parent, "user", content, message_id=sibling_id)
 
+    sibling_id = new_message_id()
     # Titled conversations keep their title; one whose first reply failed gets one now.
-    return await _charged_turn(user, row, add_sibling, origin, ref)
+    return await _charged_turn(user, row, add_sibling, origin, ref, parent_id=sibling_id)
 
 
 async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Turn:
@@ -368,12 +376,13 @@ async def continue_reply(user, conversation_id: str, message_id: str | None, *, 
     channel = await events.new_reply_channel()
 
     def claim_and_store() -> tuple[Transcript, Message]:
+        updated_at = row.updated_at
         if not claim.claim(row, target.id, target.parent, row.model, channel):
             raise _busy()
         try:
-            return conversations.update_transcript(row, make_active)
+            return conversations.update_transcript(row, make_active, touch=False)  # the claim touched it
         except BaseException:
-            claim.release(row, target.id)
+            claim.release(row, target.id, updated_at=updated_at)
             raise
 
     transcript, message = await run_blocking(_charged(claim_and_store), user, row.model)

@@ -85,6 +85,7 @@ async def test_a_turn_that_cannot_be_written_gets_no_reply_costs_nothing_and_fre
     socket = await ChatSocket.connect(user)
     conversation_id = await socket.new_conversation()
     used = await sync_to_async(quotas._used)(user.pk)
+    before = await sync_to_async(Conversation.objects.get)(pk=conversation_id)
     store = get_store()
     write = type(store)._write
 
@@ -101,7 +102,7 @@ async def test_a_turn_that_cannot_be_written_gets_no_reply_costs_nothing_and_fre
     assert all(r.outcome != "completed" for r in requests)
     assert await sync_to_async(quotas._used)(user.pk) == used  # given back
     row = await sync_to_async(Conversation.objects.get)(pk=conversation_id)
-    assert row.reply_message is None
+    assert row.reply_message is None and row.updated_at == before.updated_at  # not moved up the sidebar
 
     monkeypatch.setattr(type(store), "_write", write)
     await socket.send("message.send", conversation=conversation_id, content="after")

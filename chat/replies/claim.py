@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -28,8 +28,11 @@ logger = logging.getLogger(__name__)
 
 
 def _fields(reply_id: str, parent_id: str | None, model: str, channel: str) -> dict:
+    # A reply moves its conversation to the top of the sidebars: the claim writes updated_at,
+    # so the turn's own write need not (one query fewer before the first token).
+    now = timezone.now()
     return dict(reply_message=reply_id, reply_parent=parent_id, reply_model=model, reply_channel=channel,
-                reply_heartbeat=timezone.now(), reply_text="", reply_seq=0)
+                reply_heartbeat=now, reply_text="", reply_seq=0, updated_at=now)
 
 
 def hold_new(row: Conversation, reply_id: str, parent_id: str, model: str, channel: str) -> None:
@@ -57,11 +60,14 @@ def set_parent(row: Conversation, reply_id: str, parent_id: str, model: str) -> 
     row.reply_parent, row.reply_model = parent_id, model
 
 
-def release(row: Conversation, reply_id: str) -> None:
-    Conversation.objects.filter(pk=row.pk, reply_message=reply_id).update(
-        reply_message=None, reply_parent=None, reply_model="", reply_channel="", reply_heartbeat=None,
-        reply_text="", reply_seq=0,
-    )
+def release(row: Conversation, reply_id: str, *, updated_at: datetime | None = None) -> None:
+    """Free the slot; with `updated_at`, also put back the time the claim moved (a turn
+    refused or failed before anything was stored changes nothing, its sidebar place included)."""
+    fields = dict(reply_message=None, reply_parent=None, reply_model="", reply_channel="", reply_heartbeat=None,
+                  reply_text="", reply_seq=0)
+    if updated_at is not None:
+        fields["updated_at"] = row.updated_at = updated_at
+    Conversation.objects.filter(pk=row.pk, reply_message=reply_id).update(**fields)
 
 
 def beat(row_pk: str, reply_id: str, text: str | None = None, seq: int = 0) -> None:
