@@ -165,7 +165,7 @@ async def handshakes(server, cookie: str, workdir: Path, held: int) -> list[tupl
     tabs: list[Tab] = []
 
     async def connect(count: int) -> float:
-        new = [Tab(server.ws_url, cookie=cookie, origin="http://localhost") for _ in range(count)]
+        new = [Tab(server.ws_url, cookie=cookie, origin=server.url) for _ in range(count)]  # the page's own origin
         tabs.extend(new)
 
         async def one(tab: Tab) -> None:

@@ -64,22 +64,25 @@ def _entry(conversation_id: str, owner_id: int, message: Message) -> SearchEntry
                        role=message.role, text=_text(message.content), created_at=_stamp(message.created_at))
 
 
-def index_messages(conversation_id: str, owner_id: int, messages: Iterable[Message], removed: Iterable[str] = ()) -> None:
+def index_messages(conversation_id: str, owner_id: int, messages: Iterable[Message], removed: Iterable[str] = (),
+                   *, new: Iterable[str] = ()) -> None:
     """(Re)index these messages of one conversation, and forget the `removed` ids.
 
-    Two statements whatever the conversation's size: delete the entries of the
-    given ids, insert the ones with text (an empty reply, e.g. interrupted before
-    its first token, has nothing to find).
+    At most two statements whatever the conversation's size: delete the entries of
+    the given ids, insert the ones with text (an empty reply, e.g. interrupted before
+    its first token, has nothing to find). Ids in `new` were never indexed: a turn's
+    user message and its reply are, so most writes are one INSERT.
     """
     messages = list(messages)
-    ids = [m.id for m in messages] + list(removed)
-    if not ids:
+    new = set(new)
+    ids = [m.id for m in messages if m.id not in new] + list(removed)
+    entries = [_entry(conversation_id, owner_id, m) for m in messages if m.content.strip()]
+    if not ids and not entries:
         return
     with transaction.atomic():
-        SearchEntry.objects.filter(conversation_id=conversation_id, message_id__in=ids).delete()
-        SearchEntry.objects.bulk_create(
-            [_entry(conversation_id, owner_id, m) for m in messages if m.content.strip()]
-        )
+        if ids:
+            SearchEntry.objects.filter(conversation_id=conversation_id, message_id__in=ids).delete()
+        SearchEntry.objects.bulk_create(entries)
 
 
 def index_title(conversation_id: str, owner_id: int, title: str) -> None:
@@ -107,7 +110,7 @@ def index_changes(conversation_id: str, owner_id: int, before: dict[str, str], b
     changed = [m for mid, m in after.items() if before.get(mid) != m.content]
     removed = [mid for mid in before if mid not in after]
     try:
-        index_messages(conversation_id, owner_id, changed, removed)
+        index_messages(conversation_id, owner_id, changed, removed, new=[m.id for m in changed if m.id not in before])
         if transcript.title != before_title:
             index_title(conversation_id, owner_id, transcript.title)
     except Exception:
