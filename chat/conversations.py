@@ -87,23 +87,19 @@ def get_conversation(user, conversation_id: str) -> tuple[Conversation, Transcri
 
 def create_conversation(user, model: str, first_message: str, *,
                         before_insert: Callable[[Conversation, Message], None] | None = None,
-                        before_store: Callable[[Transcript], None] | None = None,
                         index_later: list[Callable[[], None]] | None = None,
                         ) -> tuple[Conversation, Transcript, Message]:
     """Create a conversation holding its first user message, in one store write.
 
     `before_insert` may fill the row before it is saved (chat/replies/claim.py: a new
     conversation is created with its first reply's claim, so no request can come between).
-    `before_store` sees the transcript before it is written (a turn asks the model then),
-    and `index_later` is as for `update_transcript`.
+    `index_later` is as for `update_transcript`.
     Its system prompt is the user's custom instructions (chat/preferences.py), copied."""
     now = timezone.now()
     row = Conversation(owner=user, model=model, system_prompt=preferences.system_prompt_for(user),
                        created_at=now, updated_at=now)
     transcript = Transcript.new(row.id, user.id, model=model, system_prompt=row.system_prompt)
     message = transcript.add_message(None, "user", first_message)
-    if before_store is not None:
-        before_store(transcript)
     try:
         get_store().create(transcript)
     except (StorageUnavailable, ConversationExists):

@@ -14,8 +14,8 @@ API (blocking: call it through `chat.blocking.run_blocking` from async code):
   title is never what makes the next reply fail, so titling is skipped (the caller
   falls back to the user's words) when only one request is left.
 - `try_count(...)`: the same, returning False instead of raising.
-- `counted(user, model_id)`: an async context manager that counts on entry and gives
-  the request back if the body raises (the reply never started: busy, storage down).
+- `refund(user, model_id)`: gives back a request counted for a reply that never started
+  (busy, storage down); chat/services.py counts, claims and stores a turn in one call.
 - `usage(user)`: what is used and left today (the hello frame's `usage`).
 
 Settings: HF_DAILY_REQUESTS_PER_USER, HF_DAILY_REQUESTS_SITE (0: no limit); accounts
@@ -23,11 +23,9 @@ younger than HF_NEW_ACCOUNT_DAYS get HF_DAILY_REQUESTS_NEW_USER at most.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import math
-from collections.abc import AsyncIterator
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -35,7 +33,6 @@ from django.db import transaction
 from django.db.models import F
 
 from chat.backends import LOCAL_MODEL_ID
-from chat.blocking import run_blocking
 from chat.errors import ChatError
 from chat.models import ModelUsage
 
@@ -164,19 +161,6 @@ def refund(user, model_id: str) -> None:
     with transaction.atomic():
         for user_id in (_user_id(user), None):
             ModelUsage.objects.filter(day=day, user_id=user_id, requests__gt=0).update(requests=F("requests") - 1)
-
-
-@contextlib.asynccontextmanager
-async def counted(user, model_id: str, purpose: str = "reply") -> AsyncIterator[None]:
-    """Count before the body runs (e.g. before a reply claims its conversation); give the
-    request back if the body fails, since then no model was asked."""
-    await run_blocking(check_and_count, user, model_id, purpose)
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await run_blocking(refund, user, model_id)
-        raise
 
 
 def usage(user) -> dict:

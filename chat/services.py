@@ -7,7 +7,6 @@ transcript store) runs in threads via `chat.blocking.run_blocking`.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable
@@ -96,21 +95,13 @@ class Turn:
         return self.row.pk
 
     async def start(self) -> None:
-        """Ask the model, tell every tab, then hand the reply to its own task.
-
-        The request goes out first, so the model's time to its first token overlaps the
-        news; tabs still hear the news, then `reply.started`, then the deltas."""
-        self.reply.open_stream()
-        try:
-            if self.created:
-                await events.conversation_created(self.row, origin=self.origin, ref=self.ref)
-            if self.user_message is not None:
-                await events.message_created(self.row, self.user_message, origin=self.origin, ref=self.ref)
-            if not self.created:  # updated_at moved (and maybe the model): every sidebar reorders
-                await events.conversation_updated(self.row, origin=self.origin, ref=self.ref)
-        except BaseException:
-            self.reply.abandon_stream()
-            raise
+        """Tell every tab, then hand the reply to its own task."""
+        if self.created:
+            await events.conversation_created(self.row, origin=self.origin, ref=self.ref)
+        if self.user_message is not None:
+            await events.message_created(self.row, self.user_message, origin=self.origin, ref=self.ref)
+        if not self.created:  # updated_at moved (and maybe the model): every sidebar reorders
+            await events.conversation_updated(self.row, origin=self.origin, ref=self.ref)
         self.reply.start()
 
 
@@ -184,45 +175,27 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
     channel = await events.new_reply_channel()
     reply_id = secrets.token_hex(8)
-    task = _new_reply_task(reply_id, channel, model, user.pk)
+    index_later: list[Callable[[], None]] = []
 
     def hold(row: Conversation, message: Message) -> None:  # created claimed: no other reply can start first
         claim.hold_new(row, reply_id, message.id, model, channel)
 
-    try:
-        row, transcript, message = await run_blocking(
-            _charged(conversations.create_conversation), user, model, user, model, content, before_insert=hold,
-            before_store=_asks_early(task), index_later=task.after_first_delta)
-    except BaseException:
-        task.abandon_stream()
-        raise
-    _answer(task, row, transcript, message)
+    row, transcript, message = await run_blocking(_charged(conversations.create_conversation), user, model,
+                                                  user, model, content, before_insert=hold, index_later=index_later)
+    task = _reply_task(row, reply_id, channel, transcript, message, index_later)
     return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
 
 
-def _new_reply_task(reply_id: str, channel: str, model: str, owner_id: int) -> ReplyTask:
-    """A reply whose turn is not stored yet: `_answer` points it at its message."""
-    return ReplyTask(row=None, reply_id=reply_id, parent_id="", model=model, model_messages=[],
-                     channel=channel, user=owner_id)
-
-
-def _asks_early(task: ReplyTask) -> Callable[[Transcript], None]:
-    """For the worker thread that stores a claimed and counted turn: ask the model as soon
-    as the turn's messages are known, while the change is written (ReplyTask.open_stream_early)."""
-    loop = asyncio.get_running_loop()
-
-    def ask(transcript: Transcript) -> None:
-        loop.call_soon_threadsafe(task.open_stream_early, transcript.model_messages())
-    return ask
-
-
-def _answer(task: ReplyTask, row: Conversation, transcript: Transcript, parent: Message) -> None:
-    """Point `task` at `parent` in the stored `transcript`."""
+def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message,
+                index_later: list[Callable[[], None]]) -> ReplyTask:
+    """The reply to `parent`; it titles the conversation if it is the first exchange of an
+    untitled one, and runs the turn's deferred search index after its first delta."""
     branch = transcript.active_branch()
     needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
-    task.row, task.parent_id, task.model = row, parent.id, row.model
-    task.title_from = branch[0].content if needs_title else None
-    task.settle(transcript.model_messages())
+    return ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
+                     model_messages=transcript.model_messages(), channel=channel,
+                     title_from=branch[0].content if needs_title else None, user=row.owner_id,
+                     after_first_delta=index_later)
 
 
 class _ModelChanged(Exception):
@@ -248,27 +221,21 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
         charged = model or row.model
         channel = await events.new_reply_channel()
         reply_id = secrets.token_hex(8)
-        task = _new_reply_task(reply_id, channel, charged, row.owner_id)
-        ask = _asks_early(task)
+        index_later: list[Callable[[], None]] = []
 
-        def pinned(transcript: Transcript, charged: str = charged, ask: Callable[[Transcript], None] = ask) -> Message:
+        def pinned(transcript: Transcript, charged: str = charged) -> Message:
             result = mutate(transcript)
             if transcript.model != charged:
                 raise _ModelChanged()
-            ask(transcript)  # claimed and counted: the model may be asked while the change is written
             return result
 
         try:
             transcript, message = await run_blocking(_charged(_claim_and_store), user, charged, row, reply_id,
-                                                     channel, pinned, task.after_first_delta, charged, parent_id)
+                                                     channel, pinned, index_later, charged, parent_id)
         except _ModelChanged:
-            task.abandon_stream()
             row = await get_row(user, row.pk)
             continue
-        except BaseException:
-            task.abandon_stream()
-            raise
-        _answer(task, row, transcript, message)
+        task = _reply_task(row, reply_id, channel, transcript, message, index_later)
         shown = message_dict(transcript, message) if announce_user_message else None
         return Turn(row, task, user_message=shown, origin=origin, ref=ref)
     raise _busy()

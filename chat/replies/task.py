@@ -45,7 +45,7 @@ running: dict[str, ReplyTask] = {}
 class ReplyTask:
     """Streams one reply from the model to every watching socket, then stores it."""
 
-    row: Conversation | None  # None only until the turn is stored (chat/services.py, _answer)
+    row: Conversation
     reply_id: str
     parent_id: str
     model: str
@@ -74,11 +74,9 @@ class ReplyTask:
 
     def __post_init__(self) -> None:
         self._wakeup = asyncio.Event()
-        self._announced = asyncio.Event()  # reply.started is out and the sender runs
         self._renderer = StreamRenderer(keep_text=False)  # the task keeps the text itself
         self._stream_task: asyncio.Task | None = None
         self._deferred: asyncio.Task | None = None
-        self._settled = False  # the turn is stored (or failed): no early request any more
         if self.prefix:  # the stored text comes first, as if it had been streamed already
             html = self._renderer.feed(self.prefix)
             self._parts.append(self.prefix)
@@ -89,37 +87,6 @@ class ReplyTask:
     @property
     def conversation_id(self) -> str:
         return self.row.pk
-
-    def open_stream(self) -> None:
-        """Send the request to the model now; what it writes waits in `_pending` until the
-        task has announced the reply (`start`)."""
-        if self._stream_task is None:
-            self._stream_task = asyncio.create_task(self._stream(), name=f"reply-stream-{self.reply_id}")
-
-    def open_stream_early(self, messages: list[dict]) -> None:
-        """Ask the model for `messages` before the turn is stored: the model's time to its
-        first token then overlaps the store's write. `settle` keeps the request if the
-        stored turn has the same messages; a turn that fails abandons it."""
-        if not self._settled and self._stream_task is None:  # a write retried: the first messages stand until `settle`
-            self.model_messages = messages
-            self.open_stream()
-
-    def settle(self, messages: list[dict]) -> None:
-        """The turn is stored with `messages`: an early request for other ones is replaced."""
-        self._settled = True
-        if self._stream_task is not None and messages != self.model_messages:
-            self.abandon_stream()  # cancelled where it waits, before it adds anything more
-            self._stream_task = None
-            self._pending.clear()  # its first piece, if it came: not an answer to `messages`
-            self.pieces, self.finish_reason = 0, None
-        self.model_messages = messages
-
-    def abandon_stream(self) -> None:
-        """The reply will not start after all (or not with that request): hang up on the model."""
-        self._settled = True
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-            self._stream_task.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     def start(self) -> asyncio.Task:
         running[self.reply_id] = self
@@ -153,8 +120,7 @@ class ReplyTask:
         try:
             await self._broadcast(self._started_frame())
             sender = asyncio.create_task(self._send_loop())
-            self._announced.set()
-            self.open_stream()  # unless Turn.start opened it already
+            self._stream_task = asyncio.create_task(self._stream())
             if self.stopped:  # a stop that came before the stream existed
                 self._stream_task.cancel()
             try:
@@ -245,12 +211,9 @@ class ReplyTask:
                     self._pending.append(piece)
                     self._wakeup.set()
                     if self.pieces == 1:
-                        # The first token goes out as soon as the reply is announced (an
-                        # early request can be ahead of that). Without this pause, pieces
-                        # that came in one read are all parsed first, 1.2 ms for 20 pieces
-                        # while the turn's store waits for the GIL (bench §3); later
-                        # pieces are coalesced as before.
-                        await self._announced.wait()
+                        # The first token goes out now. Without this yield, pieces that
+                        # came in one read are all parsed before the sender runs (1.2 ms
+                        # for 20 pieces, bench §3); later ones are coalesced as before.
                         await asyncio.sleep(0)
             self.finish_reason = stream.finish_reason
         finally:
