@@ -107,11 +107,7 @@ def create_conversation(user, model: str, first_message: str, *,
     if before_insert is not None:
         before_insert(row, message)
     row.save(force_insert=True)
-    index = functools.partial(search.index_changes, row.id, user.id, {}, "", transcript)
-    if index_later is None:
-        index()
-    else:
-        index_later.append(index)
+    _index(functools.partial(search.index_changes, row.id, user.id, {}, "", transcript), index_later)
     return row, transcript, message
 
 
@@ -135,12 +131,17 @@ def update_transcript(row: Conversation, mutate: Callable[[Transcript], T], *, t
     except StorageUnavailable:
         raise storage_unavailable() from None
     _mirror_metadata(row, transcript, touch=touch)
-    index = functools.partial(search.index_changes, row.id, row.owner_id, before["contents"], before["title"], transcript)
-    if index_later is None:
-        index()
-    else:
-        index_later.append(index)
+    _index(functools.partial(search.index_changes, row.id, row.owner_id, before["contents"], before["title"],
+                             transcript), index_later)
     return transcript, result
+
+
+def _index(job: Callable[[], None], later: list[Callable[[], None]] | None) -> None:
+    """Update the search index now, or leave `job` in `later` for the caller to run."""
+    if later is None:
+        job()
+    else:
+        later.append(job)
 
 
 def _mirror_metadata(row: Conversation, transcript: Transcript, *, touch: bool) -> None:

@@ -109,7 +109,7 @@ class ConversationFeed:
         except BaseException:
             held, self._loading = self._loading or [], None
             for event in held:
-                await self._send(event["ref_text"] if event.get("origin") == self.channel else event["text"])
+                await self._send(self._text_for_me(event))
             raise
         await self.show(opening, ref)
 
@@ -125,7 +125,7 @@ class ConversationFeed:
         if opening.reply_channel is None:
             await self._send(events.encode(opening.state(None, ref)))
             for event in loaded_meanwhile:
-                await self._send(event["ref_text"] if event.get("origin") == self.channel else event["text"])
+                await self._send(self._text_for_me(event))
             return
         self._joining = joining = _Joining(opening, ref, buffered=loaded_meanwhile)
         await events.request_snapshot(opening.reply_channel, self.channel, opening.row.pk)
@@ -144,7 +144,11 @@ class ConversationFeed:
                 return
             if event.get("reply") is not None and event["reply"] == self._floor[0] and event["seq"] < self._floor[1]:
                 return  # sent before the snapshot this socket resumed from, which holds it already
-        await self._send(event["ref_text"] if event.get("origin") == self.channel else event["text"])
+        await self._send(self._text_for_me(event))
+
+    def _text_for_me(self, event: dict) -> str:
+        """The frame's wire text as this socket gets it: with the `ref` if it asked for it."""
+        return event["ref_text"] if event.get("origin") == self.channel else event["text"]
 
     async def snapshot(self, event: dict) -> None:
         """`reply.snapshot`: the reply so far; send the state with it, then what was buffered after it."""

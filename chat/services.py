@@ -256,11 +256,12 @@ def _charged(start: Callable[..., T]) -> Callable[..., T]:
     return charged_start
 
 
-def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate, index_later: list[Callable[[], None]],
-                     model: str, parent_id: str) -> tuple[Transcript, Message]:
+def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate,
+                     index_later: list[Callable[[], None]] | None, model: str, parent_id: str) -> tuple[Transcript, Message]:
     """Claim the reply slot (which moves the conversation up the sidebars), store the change,
-    then record what the reply answers unless the claim could already (`parent_id`); the
-    slot is released if storing fails. Blocking: one worker-thread call."""
+    then record what the reply answers (the message `mutate` returns) unless the claim
+    already did (`parent_id` known before the write); the slot is released if storing
+    fails. Blocking: one worker-thread call."""
     updated_at = row.updated_at
     if not claim.claim(row, reply_id, parent_id, model, channel):
         raise _busy()
@@ -269,7 +270,7 @@ def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate, ind
     except BaseException:
         claim.release(row, reply_id, updated_at=updated_at)
         raise
-    if message.id != parent_id:
+    if not parent_id:
         claim.set_parent(row, reply_id, message.id, row.model)
     return transcript, message
 
@@ -341,18 +342,8 @@ async def continue_reply(user, conversation_id: str, message_id: str | None, *, 
         return message
 
     channel = await events.new_reply_channel()
-
-    def claim_and_store() -> tuple[Transcript, Message]:
-        updated_at = row.updated_at
-        if not claim.claim(row, target.id, target.parent, row.model, channel):
-            raise _busy()
-        try:
-            return conversations.update_transcript(row, make_active, touch=False)  # the claim touched it
-        except BaseException:
-            claim.release(row, target.id, updated_at=updated_at)
-            raise
-
-    transcript, message = await run_blocking(_charged(claim_and_store), user, row.model)
+    transcript, message = await run_blocking(_charged(_claim_and_store), user, row.model, row, target.id, channel,
+                                             make_active, None, row.model, target.parent)
     task = ReplyTask(row=row, reply_id=message.id, parent_id=message.parent, model=row.model,
                      model_messages=transcript.model_messages(), channel=channel, prefix=message.content,
                      user=row.owner_id)

@@ -156,13 +156,14 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        _env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 0),
-    )
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+DATABASES = {"default": dj_database_url.parse(_env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
+_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# SQLite: each worker thread keeps its connection: opening one (and registering Django's
+# SQL functions on it) for every database call was over half of the CPU of a socket
+# handshake (bench/connections.py, py-spy). PostgreSQL: 0, so a process never holds more
+# connections than it is using against a plan's connection limit.
+DATABASES["default"]["CONN_MAX_AGE"] = _env_int("DATABASE_CONN_MAX_AGE", 600 if _SQLITE else 0)
+if _SQLITE:
     # WAL lets the socket workers read while another thread writes. synchronous=NORMAL
     # (SQLite's advice for WAL) syncs the log at checkpoints instead of at every commit:
     # a commit costs 0.03 ms instead of 1.3 ms here, and every write of a reply's start
@@ -173,12 +174,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE",
          "timeout": 20}
     )
-    # Each worker thread keeps its SQLite connection: opening one (and registering
-    # Django's SQL functions on it) for every database call was over half of the CPU of
-    # a socket handshake (bench/connections.py, py-spy). PostgreSQL keeps the
-    # DATABASE_CONN_MAX_AGE default of 0, so a process never holds more connections
-    # than it is using against a plan's connection limit.
-    DATABASES["default"]["CONN_MAX_AGE"] = _env_int("DATABASE_CONN_MAX_AGE", 600)
     # A file, not SQLite's shared-cache memory database: the socket workers write
     # from several threads, and shared-cache locks are not retried.
     # One file per test process, so that concurrent test runs never share one.

@@ -251,7 +251,8 @@ class ReplyTask:
             frame = protocol.reply_delta(self.conversation_id, self.reply_id, self.seq, delta, html)
             self.seq += 1
             await self._broadcast(frame)
-            self._start_deferred()
+            if self.seq == 1:
+                self._start_deferred()
 
     def _start_deferred(self) -> asyncio.Task | None:
         """Run `after_first_delta` in a worker thread, once; the task, to await."""
