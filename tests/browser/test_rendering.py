@@ -117,6 +117,14 @@ SHAPE = """(body) => ({
   dollars: (body.textContent.match(/\\$/g) || []).length,
 })"""
 
+# The last reply's shape in one evaluation: a locator resolves its element first and
+# evaluates on it in a second step, and after a reload the page's `conversation.state`
+# can replace the server-rendered messages in between (a detached element measures 0 px).
+LAST_REPLY_SHAPE = f"""() => {{
+  const replies = document.querySelectorAll('[data-testid="message"][data-role="assistant"]');
+  return ({SHAPE})(replies[replies.length - 1].querySelector('[data-testid="message-body"]'));
+}}"""
+
 
 @pytest.mark.browser
 def test_a_gfm_reply_shows_list_table_code_and_math_while_streaming_and_after_reload(chat):
@@ -126,13 +134,13 @@ def test_a_gfm_reply_shows_list_table_code_and_math_while_streaming_and_after_re
     # While the closing words are still streaming, every construct is already shown as in the end.
     expect(body.locator('math[display="block"]')).to_have_count(1)
     expect(body).to_contain_text("$10")  # the prices, after the math, have streamed too
-    streaming = body.evaluate(SHAPE)
+    streaming = chat.page.evaluate(LAST_REPLY_SHAPE)
     assert reply.get_attribute("data-status") == "generating", "the reply finished before it could be seen streaming"
     expected = {"items": 2, "rows": 2, "code": 1, "codeText": "total = sum(x * x for x in values)",
                 "inlineMath": 1, "blockMath": 1, "mathIsMathML": True, "mathHeight": True, "dollars": 2}
     assert streaming == expected, streaming
     expect(reply).to_have_attribute("data-status", "complete", timeout=15_000)
-    assert chat.body(chat.replies.last).evaluate(SHAPE) == expected
+    assert chat.page.evaluate(LAST_REPLY_SHAPE) == expected
     # The header of the code block names its language; the Copy button sits beside it, not over the code.
     block = chat.body(chat.replies.last).locator(".codehilite")
     expect(block).to_have_attribute("data-lang", "python")
@@ -143,4 +151,4 @@ def test_a_gfm_reply_shows_list_table_code_and_math_while_streaming_and_after_re
     assert boxes[0] <= boxes[1] + 1, boxes
     chat.reload()
     expect(chat.body(chat.replies.last)).to_contain_text("Closing word 29.")
-    assert chat.body(chat.replies.last).evaluate(SHAPE) == expected
+    assert chat.page.evaluate(LAST_REPLY_SHAPE) == expected
