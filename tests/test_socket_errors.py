@@ -367,7 +367,10 @@ async def test_racing_messages_in_one_conversation_start_one_reply():
     first_tab = await ChatSocket.connect(user)
     conversation_id = await first_tab.new_conversation()
     tabs = [first_tab, await ChatSocket.connect(user), await ChatSocket.connect(user)]
-    refs = await asyncio.gather(*(tab.send("message.send", conversation=conversation_id, content=f"#tokens=20 tab {i}")
+    # The winner's reply lasts a second: the other two sends come while it runs, not after
+    # it has finished (an instant reply could free the conversation before the third send).
+    refs = await asyncio.gather(*(tab.send("message.send", conversation=conversation_id,
+                                           content=f"#tokens=20 #delay=0.05 tab {i}")
                                   for i, tab in enumerate(tabs)))
     answers = [await answer_to(tab, ref) for tab, ref in zip(tabs, refs)]
     assert sorted(a["type"] for a in answers) == ["error", "error", "message.created"], answers
