@@ -267,7 +267,17 @@ if REDIS_URL:
                 "capacity": 5000,
                 "expiry": 60,
             },
-        }
+        },
+        # Frames for groups cross processes by pub/sub (chat/fanout.py): a PUBLISH per
+        # frame, pushed to every subscribed process, never dropped over a capacity.
+        "fanout": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5,
+                           **REDIS_TLS_OPTIONS}],
+                "prefix": REDIS_PREFIX + ":fanout:",
+            },
+        },
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "config.channel_layers.SweepingInMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}

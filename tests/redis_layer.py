@@ -16,13 +16,16 @@ def require_redis() -> None:
 
 
 def redis_layer_settings(prefix: str | None = None) -> dict:
+    """Both layers of config/settings.py with REDIS_URL: the default one and pub/sub fan-out."""
+    prefix = prefix or f"test-{uuid.uuid4().hex[:10]}"
+    host = {"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5}
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 5}],
-                "prefix": prefix or f"test-{uuid.uuid4().hex[:10]}",
-                "capacity": 1000,
-            },
-        }
+            "CONFIG": {"hosts": [host], "prefix": prefix, "capacity": 1000},
+        },
+        "fanout": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [host], "prefix": prefix + ":fanout:"},
+        },
     }
