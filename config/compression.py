@@ -23,10 +23,22 @@ The costs, chosen to stay small:
   config/backpressure.py answers anything over the frame limit with `too_large` and
   keeps none of it, as for an uncompressed frame.
 - CPU: about 10 µs per frame per socket (zlib level 6 on a few hundred bytes).
+- idle sockets: the compressor is kept only across a burst of messages (a streamed
+  reply, a run of sidebar news). A message that does not follow another within
+  `BURST_SECONDS` is compressed by a compressor made for it and dropped after it; one
+  kept through a burst is dropped once the socket has been quiet for `IDLE_SECONDS`
+  (a sweep every `SWEEP_SECONDS`). A new compressor's output refers to nothing sent
+  before, which the client's decompressor always accepts (RFC 7692 §7.2.1: context
+  takeover is the compressor's choice). So a socket that only got its `hello` holds
+  no compressor at all: 11 KB of its 54 (bench §4). The decompressor of a client that
+  accepted `client_no_context_takeover` is made anew for each message by autobahn;
+  it is dropped right after the message instead of after the next one.
 """
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +46,9 @@ WINDOW_BITS = 10  # server → client: 1 KiB of history (RFC 7692 allows 8–15;
 MEM_LEVEL = 2  # zlib's hash table and buffers: 1–9; 2 keeps the compressor at about 12 KB
 CLIENT_WINDOW_BITS = 9  # client → server, where the client accepts a limit (browsers do)
 MAX_DECOMPRESSED_BYTES = 4 * 1024 * 1024
+BURST_SECONDS = 1.0  # a message this soon after the previous one keeps the compressor
+IDLE_SECONDS = 10.0  # a kept compressor is dropped after this long without a message
+SWEEP_SECONDS = 5.0
 
 
 def accept(offers: list):
@@ -56,6 +71,73 @@ def accept(offers: list):
     return None
 
 
+_live: weakref.WeakSet = weakref.WeakSet()  # server-side compressors' owners, for the sweep
+_sweeping = False
+
+
+def _burst_deflate_class(base: type) -> type:
+    """autobahn's server-side permessage-deflate, keeping its compressor only through bursts."""
+
+    class BurstDeflate(base):
+        _last_end = float("-inf")
+        _keep = False
+
+        def start_compress_message(self) -> None:
+            if not self._is_server:
+                return super().start_compress_message()
+            now = time.monotonic()
+            self._keep = now - self._last_end < BURST_SECONDS
+            super().start_compress_message()
+            _watch(self)
+
+        def end_compress_message(self) -> bytes:
+            data = super().end_compress_message()
+            if self._is_server:
+                self._last_end = time.monotonic()
+                if not self._keep:
+                    self._compressor = None
+            return data
+
+        def end_decompress_message(self) -> None:
+            super().end_decompress_message()
+            if self._is_server and self.client_no_context_takeover:
+                self._decompressor = None  # autobahn makes a new one for the next message anyway
+
+        def release_if_idle(self, now: float) -> None:
+            if self._compressor is not None and now - self._last_end >= IDLE_SECONDS:
+                self._compressor = None
+
+    return BurstDeflate
+
+
+def _watch(deflate) -> None:
+    """Remember a compressor's owner for the sweep (weakly: a closed socket drops out)."""
+    _live.add(deflate)
+    _schedule()
+
+
+def _schedule() -> None:
+    global _sweeping
+    if not _sweeping:
+        from twisted.internet import reactor  # daphne's, running: this is called while sending
+
+        _sweeping = True
+        reactor.callLater(SWEEP_SECONDS, _sweep)
+
+
+def _sweep() -> None:
+    """Drop the compressors of sockets quiet for IDLE_SECONDS; sweep again while any is kept."""
+    global _sweeping
+    _sweeping = False
+    now = time.monotonic()
+    for deflate in list(_live):
+        deflate.release_if_idle(now)
+        if deflate._compressor is None:
+            _live.discard(deflate)
+    if _live:
+        _schedule()
+
+
 def install() -> None:
     """Make daphne's WebSocket factory accept permessage-deflate (idempotent).
 
@@ -76,3 +158,8 @@ def install() -> None:
 
     resetProtocolOptions.compressing = True
     WebSocketFactory.resetProtocolOptions = resetProtocolOptions
+
+    from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION, PerMessageDeflate
+
+    entry = PERMESSAGE_COMPRESSION_EXTENSION[PerMessageDeflate.EXTENSION_NAME]
+    entry["PMCE"] = _burst_deflate_class(entry["PMCE"])

@@ -118,3 +118,60 @@ def test_compression_off_negotiates_nothing(tmp_path, fake_model):
         assert asyncio.run(offer()) is None
     finally:
         server.stop()
+
+
+def _burst_deflate():
+    from autobahn.websocket.compress import PerMessageDeflate, PerMessageDeflateOffer
+
+    offer = PerMessageDeflateOffer(accept_no_context_takeover=True, accept_max_window_bits=True)
+    return compression._burst_deflate_class(PerMessageDeflate).create_from_offer_accept(True, compression.accept([offer]))
+
+
+def _compress(deflate, text: bytes) -> bytes:
+    deflate.start_compress_message()
+    return deflate.compress_message_data(text) + deflate.end_compress_message()
+
+
+def test_an_isolated_message_leaves_no_compressor_and_a_burst_keeps_one_until_quiet(monkeypatch):
+    import time
+    import zlib
+
+    monkeypatch.setattr(compression, "_schedule", lambda: None)  # no reactor here: the sweep is called below
+    deflate = _burst_deflate()
+    client = zlib.decompressobj(-15)  # a browser's: one context for the whole socket
+    frame = json.dumps({"type": "reply.delta", "conversation": "c" * 32, "message": "m" * 16, "delta": " word"}).encode()
+    sent = []
+
+    def send(text: bytes) -> int:
+        data = _compress(deflate, text)
+        sent.append(client.decompress(data + b"\x00\x00\xff\xff"))
+        return len(data)
+
+    send(b'{"type":"hello","conversations":[]}')
+    assert deflate._compressor is None, "a socket that only got its hello holds no compressor"
+    first = send(frame)  # right after hello: a burst starts, and its compressor is kept
+    assert deflate._compressor is not None
+    repeated = send(frame)
+    assert repeated < first / 3, "inside a burst, a frame refers to the one before it"
+    deflate.release_if_idle(time.monotonic())
+    assert deflate._compressor is not None, "not quiet long enough yet"
+    deflate._last_end -= compression.IDLE_SECONDS
+    compression._sweep()
+    assert deflate._compressor is None
+    deflate._last_end -= compression.BURST_SECONDS
+    send(frame)  # after the quiet: a fresh compressor, which the client's old context still reads
+    assert deflate._compressor is None
+    assert sent == [b'{"type":"hello","conversations":[]}', frame, frame, frame]
+
+
+def test_the_decompressor_of_a_client_without_context_is_dropped_after_each_message():
+    import zlib
+
+    deflate = _burst_deflate()
+    assert deflate.client_no_context_takeover
+    packer = zlib.compressobj(6, zlib.DEFLATED, -compression.CLIENT_WINDOW_BITS)
+    data = packer.compress(b'{"type":"ping"}') + packer.flush(zlib.Z_SYNC_FLUSH)
+    deflate.start_decompress_message()
+    assert deflate.decompress_message_data(data[:-4]) == b'{"type":"ping"}'
+    deflate.end_decompress_message()
+    assert deflate._decompressor is None
