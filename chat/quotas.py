@@ -30,7 +30,7 @@ import math
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from chat.backends import LOCAL_MODEL_ID
 from chat.errors import ChatError
@@ -66,20 +66,24 @@ def _user_id(user) -> int:
     return user if isinstance(user, int) else user.pk
 
 
-def _is_new_account(user_id: int) -> bool:
+def _is_new_account(user) -> bool:
+    """`user` is a User (its `date_joined` is at hand) or a user id (one query)."""
     days = settings.HF_NEW_ACCOUNT_DAYS
     if days <= 0:
         return False
-    joined = get_user_model().objects.filter(pk=user_id).values_list("date_joined", flat=True).first()
+    if isinstance(user, int):
+        joined = get_user_model().objects.filter(pk=user).values_list("date_joined", flat=True).first()
+    else:
+        joined = user.date_joined
     return joined is not None and joined > _now() - datetime.timedelta(days=days)
 
 
-def _limits(user_id: int) -> tuple[int, int]:
+def _limits(user) -> tuple[int, int]:
     """(the user's daily budget, the site's). An account younger than HF_NEW_ACCOUNT_DAYS
     gets HF_DAILY_REQUESTS_NEW_USER at most: ten fresh accounts must not be able to
     spend the site's whole day (sign-up is throttled per address too, chat/accounts.py)."""
     user_limit = max(0, settings.HF_DAILY_REQUESTS_PER_USER)
-    if _is_new_account(user_id):
+    if _is_new_account(user):
         new_limit = max(0, settings.HF_DAILY_REQUESTS_NEW_USER)
         user_limit = min(user_limit, new_limit) if user_limit and new_limit else (user_limit or new_limit)
     return user_limit, max(0, settings.HF_DAILY_REQUESTS_SITE)
@@ -102,6 +106,13 @@ def _take(day: datetime.date, user_id: int | None, limit: int, reserve: int) -> 
 def _used(user_id: int | None) -> int:
     spent = ModelUsage.objects.filter(day=today(), user_id=user_id).values_list("requests", flat=True).first()
     return spent or 0
+
+
+def _used_by_user_and_site(user_id: int) -> tuple[int, int]:
+    """Today's requests of the user and of the whole site, in one query (every handshake asks)."""
+    rows = ModelUsage.objects.filter(Q(user_id=user_id) | Q(user_id__isnull=True), day=today())
+    spent = dict(rows.values_list("user_id", "requests"))
+    return spent.get(user_id) or 0, spent.get(None) or 0
 
 
 def _in_words(seconds: int) -> str:
@@ -131,7 +142,7 @@ def check_and_count(user, model_id: str, purpose: str = "reply") -> None:
     if not is_metered(model_id):
         return
     user_id = _user_id(user)
-    user_limit, site_limit = _limits(user_id)
+    user_limit, site_limit = _limits(user)
     reserve = 1 if purpose == "title" else 0
     day = today()
     # One transaction: a refusal by the site's budget gives the user's count back.
@@ -166,8 +177,8 @@ def refund(user, model_id: str) -> None:
 def usage(user) -> dict:
     """Today's use, as sent in the hello frame's `usage`:
     `{"daily_requests", "used", "remaining", "resets_in"}` (see docs/protocol.md)."""
-    user_limit, site_limit = _limits(_user_id(user))
-    used, site_used = _used(_user_id(user)), _used(None)
+    user_limit, site_limit = _limits(user)
+    used, site_used = _used_by_user_and_site(_user_id(user))
     left = [limit - spent for limit, spent in ((user_limit, used), (site_limit, site_used)) if limit]
     return {
         "daily_requests": user_limit or None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -30,16 +31,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     feed: ConversationFeed | None = None
     _before_hello: list[dict] | None = None  # events held while the hello frame is being built
 
-    # Events that touch no database. Channels runs close_old_connections before every
-    # event, a hop to its one sync thread: per delta and per socket, that hop
-    # serialised every relayed token of the process behind one thread.
-    RELAY_EVENTS = frozenset({events.FRAME_SEND, events.REPLY_SNAPSHOT})
-
     async def dispatch(self, message: dict) -> None:
-        if message["type"] in self.RELAY_EVENTS:
-            await getattr(self, message["type"].replace(".", "_"))(message)
-        else:
-            await super().dispatch(message)
+        """Channels' dispatch without its `close_old_connections` before every event.
+
+        That call is a hop to Channels' one shared sync thread. Per delta and per socket,
+        it serialised every relayed token of the process behind that thread; per
+        handshake and per client frame it was one more hop in line with every other
+        socket's. This consumer reaches the database only through `run_blocking`, which
+        closes stale connections itself, in its own worker thread, around each call."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def deliver(self, event: dict) -> None:
         """An event of one of this socket's groups, handed over directly (chat/fanout.py):

@@ -291,3 +291,19 @@ def test_title_purpose_keeps_one_in_reserve(budgets, make_user):
     assert quotas.try_count(user, ECHO_MODEL, "title") is False  # 1 left: kept for a reply
     quotas.check_and_count(user, ECHO_MODEL, "reply")
     assert quotas.usage(user)["remaining"] == 0
+
+
+def test_usage_reads_the_users_and_the_sites_count_in_one_query(budgets, make_user, settings,
+                                                                 django_assert_num_queries):
+    # Every handshake's hello asks for it: one query, the account's age read from the user.
+    budgets(user=10, site=100)
+    settings.HF_NEW_ACCOUNT_DAYS = 7
+    settings.HF_DAILY_REQUESTS_NEW_USER = 4
+    user, other = make_user("alice"), make_user("bob")
+    quotas.check_and_count(user, ECHO_MODEL)
+    quotas.check_and_count(other, ECHO_MODEL)
+    with django_assert_num_queries(1):
+        usage = quotas.usage(user)
+    assert usage == {**usage, "daily_requests": 4, "used": 1, "remaining": 3}
+    ModelUsage.objects.filter(user=None).update(requests=99)
+    assert quotas.usage(user)["remaining"] == 1, "the site's count is the one in the same query"
