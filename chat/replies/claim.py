@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chat import conversations
@@ -70,29 +72,79 @@ def release(row: Conversation, reply_id: str, *, updated_at: datetime | None = N
     Conversation.objects.filter(pk=row.pk, reply_message=reply_id).update(**fields)
 
 
-def beat(row_pk: str, reply_id: str, text: str | None = None, seq: int = 0) -> None:
-    """One heartbeat; with `text`, also the checkpoint (the reply's text up to delta `seq`)."""
-    fields: dict = {"reply_heartbeat": timezone.now()}
-    if text is not None:
-        fields.update(reply_text=text, reply_seq=seq)
-    Conversation.objects.filter(pk=row_pk, reply_message=reply_id).update(**fields)
+def beat_many(beats: list[tuple[str, str, str | None, int]]) -> None:
+    """Heartbeats of running replies, `(row pk, reply id, text or None, seq)` each, in one
+    transaction; with a text, also the checkpoint (the reply's text up to delta `seq`).
+
+    Two `executemany` statements instead of an ORM update per reply: at 200 replies a
+    process spent 8 % of its CPU building and running one UPDATE per reply per second
+    (bench §1 profile). A claim released meanwhile is left alone (`reply_message` must
+    still be the reply's)."""
+    if not beats:
+        return
+    fields = {name: connection.ops.quote_name(Conversation._meta.get_field(name).column)
+              for name in ("id", "reply_message", "reply_heartbeat", "reply_text", "reply_seq")}
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    where = f"WHERE {fields['id']} = %s AND {fields['reply_message']} = %s"
+    checkpoints = [(now, text, seq, pk, reply) for pk, reply, text, seq in beats if text is not None]
+    heartbeats = [(now, pk, reply) for pk, reply, text, _ in beats if text is None]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if checkpoints:
+            cursor.executemany(f"UPDATE {table} SET {fields['reply_heartbeat']} = %s, {fields['reply_text']} = %s, "
+                               f"{fields['reply_seq']} = %s {where}", checkpoints)
+        if heartbeats:
+            cursor.executemany(f"UPDATE {table} SET {fields['reply_heartbeat']} = %s {where}", heartbeats)
+
+
+@dataclass
+class _Beating:
+    row_pk: str
+    progress: Callable[[], tuple[str, int]]
+    stored_seq: int = 0  # deltas only add text: an unchanged seq is an unchanged text
+
+
+# The running replies of each event loop (one in a server process), beaten together.
+_beating: dict[asyncio.AbstractEventLoop, dict[str, _Beating]] = {}
+_beaters: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 
 async def keep_alive(row: Conversation, reply_id: str, progress: Callable[[], tuple[str, int]]) -> None:
     """Beat every CHAT_REPLY_CHECKPOINT_SECONDS until cancelled, so no other process recovers
-    a live reply, storing the text so far (`progress()`: text, next seq) when it grew."""
-    stored_seq = 0
-    while True:
+    a live reply, storing the text so far (`progress()`: text, next seq) when it grew.
+
+    The beats of every running reply of the process go in one worker-thread call per
+    period (`beat_many`), not one each."""
+    loop = asyncio.get_running_loop()
+    for old in [old for old in _beating if old.is_closed()]:
+        del _beating[old]
+        _beaters.pop(old, None)
+    replies = _beating.setdefault(loop, {})
+    replies[reply_id] = _Beating(row.pk, progress)
+    beater = _beaters.get(loop)
+    if beater is None or beater.done():
+        _beaters[loop] = loop.create_task(_beat_while_running(replies), name="reply-heartbeats")
+    try:
+        await asyncio.get_running_loop().create_future()  # until cancelled: the reply ended
+    finally:
+        replies.pop(reply_id, None)
+
+
+async def _beat_while_running(replies: dict[str, _Beating]) -> None:
+    while replies:
         await asyncio.sleep(settings.CHAT_REPLY_CHECKPOINT_SECONDS)
-        text, seq = progress()
+        beats = []
+        for reply_id, beating in list(replies.items()):
+            text, seq = beating.progress()
+            beats.append((beating.row_pk, reply_id, text if seq != beating.stored_seq else None, seq))
         try:
-            if seq != stored_seq:  # deltas only add text: an unchanged seq is an unchanged text
-                await run_blocking(beat, row.pk, reply_id, text, seq)
-                stored_seq = seq
-            else:
-                await run_blocking(beat, row.pk, reply_id)
+            await run_blocking(beat_many, beats)
         except Exception:
-            logger.warning("heartbeat failed", exc_info=True)
+            logger.warning("heartbeat failed", exc_info=True, extra={"replies": len(beats)})
+            continue
+        for _, reply_id, text, seq in beats:
+            if text is not None and reply_id in replies:
+                replies[reply_id].stored_seq = seq
 
 
 def recover_if_stale(row: Conversation) -> bool:
