@@ -95,17 +95,17 @@ def test_database_url_selects_postgresql_with_a_test_database_per_process(tmp_pa
 # --- Redis over TLS (Heroku's self-signed certificates) -----------------------------------------
 
 
-def test_rediss_with_cert_reqs_none_reaches_both_redis_clients(tmp_path):
+def test_rediss_with_cert_reqs_none_reaches_every_redis_client(tmp_path):
     code = """
 import django; django.setup()
 from django.conf import settings
 from channels_redis.utils import create_pool
 from django.core.cache import caches
-host = dict(settings.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0])
-pool = create_pool(host)
-connection = pool.make_connection()  # builds the TLS connection object, connects nothing
 import ssl
-print(type(connection).__name__, connection.ssl_context.cert_reqs == ssl.CERT_NONE)
+for alias in ('default', 'fanout'):  # the list-based layer and the pub/sub one
+    pool = create_pool(dict(settings.CHANNEL_LAYERS[alias]['CONFIG']['hosts'][0]))
+    connection = pool.make_connection()  # builds the TLS connection object, connects nothing
+    print(type(connection).__name__, connection.ssl_context.cert_reqs == ssl.CERT_NONE)
 client = caches['default']._cache.get_client(write=True)
 print(type(client.connection_pool.make_connection()).__name__,
       client.connection_pool.connection_kwargs['ssl_cert_reqs'])
@@ -113,7 +113,7 @@ print(type(client.connection_pool.make_connection()).__name__,
     result = run_django(tmp_path, ["-c", code], REDIS_URL="rediss://:pw@redis.example.com:6380",
                         REDIS_SSL_CERT_REQS="none")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["SSLConnection True", "SSLConnection none"]
+    assert result.stdout.split("\n")[:3] == ["SSLConnection True", "SSLConnection True", "SSLConnection none"]
 
 
 def test_plain_redis_gets_no_tls_options(tmp_path):

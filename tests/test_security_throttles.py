@@ -125,6 +125,7 @@ def test_new_accounts_start_with_a_smaller_daily_budget(make_user, settings):
     settings.HF_DAILY_REQUESTS_PER_USER, settings.HF_DAILY_REQUESTS_SITE = 100, 1000
     newcomer, regular = make_user("newcomer"), make_user("regular")
     get_user_model().objects.filter(pk=regular.pk).update(date_joined=timezone.now() - datetime.timedelta(days=8))
+    regular.refresh_from_db()  # the account's age is read from the user object (every socket has one)
     assert quotas.usage(newcomer)["daily_requests"] == 2
     quotas.check_and_count(newcomer, ECHO_MODEL)
     quotas.check_and_count(newcomer, ECHO_MODEL)
