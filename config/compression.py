@@ -81,14 +81,12 @@ def _burst_deflate_class(base: type) -> type:
     class BurstDeflate(base):
         _last_end = float("-inf")
         _keep = False
+        _watched = False  # in `_live`, for the sweep
 
         def start_compress_message(self) -> None:
-            if not self._is_server:
-                return super().start_compress_message()
-            now = time.monotonic()
-            self._keep = now - self._last_end < BURST_SECONDS
+            if self._is_server:
+                self._keep = time.monotonic() - self._last_end < BURST_SECONDS
             super().start_compress_message()
-            _watch(self)
 
         def end_compress_message(self) -> bytes:
             data = super().end_compress_message()
@@ -96,6 +94,8 @@ def _burst_deflate_class(base: type) -> type:
                 self._last_end = time.monotonic()
                 if not self._keep:
                     self._compressor = None
+                elif not self._watched:  # once per burst, not once per frame
+                    _watch(self)
             return data
 
         def end_decompress_message(self) -> None:
@@ -113,6 +113,7 @@ def _burst_deflate_class(base: type) -> type:
 def _watch(deflate) -> None:
     """Remember a compressor's owner for the sweep (weakly: a closed socket drops out)."""
     _live.add(deflate)
+    deflate._watched = True
     _schedule()
 
 
@@ -134,6 +135,7 @@ def _sweep() -> None:
         deflate.release_if_idle(now)
         if deflate._compressor is None:
             _live.discard(deflate)
+            deflate._watched = False
     if _live:
         _schedule()
 

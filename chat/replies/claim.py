@@ -125,7 +125,7 @@ async def keep_alive(row: Conversation, reply_id: str, progress: Callable[[], tu
     if beater is None or beater.done():
         _beaters[loop] = loop.create_task(_beat_while_running(replies), name="reply-heartbeats")
     try:
-        await asyncio.get_running_loop().create_future()  # until cancelled: the reply ended
+        await loop.create_future()  # until cancelled: the reply ended
     finally:
         replies.pop(reply_id, None)
 
