@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 from chat import fanout, protocol
 from chat.models import Conversation
 from chat.presenters import conversation_dict
+from chat.wire import SharedText
 
 # The channel-layer event types (health.ping, chat/health.py's round trip, is the seventh).
 FRAME_SEND = "frame.send"  # group fan-out → sockets
@@ -72,7 +73,11 @@ def frame_event(frame: dict, *, origin: str | None = None, ref: str | None = Non
 
 
 async def to_user(user_id: int, frame: dict, *, origin: str | None = None, ref: str | None = None) -> None:
-    await fanout.send(user_group(user_id), frame_event(frame, origin=origin, ref=ref))
+    """A sidebar frame for every socket of the user: framed and compressed once for them
+    all (chat/wire.py), which the many tabs of one user would otherwise pay each."""
+    event = frame_event(frame, origin=origin, ref=ref)
+    event["text"] = SharedText(event["text"])
+    await fanout.send(user_group(user_id), event)
 
 
 async def to_conversation(conversation_id: str, frame: dict, *, origin: str | None = None, ref: str | None = None) -> None:

@@ -16,7 +16,7 @@ Deltas go to `replies` (text and arrival times per reply); the inbox keeps them 
 only with `keep_deltas=True` (the tests), since a benchmark's thousands of them
 would only cost memory.
 
-A tab offers permessage-deflate as browsers do. With `count_bytes=True` it records, per
+A tab offers permessage-deflate as browsers do (`compress=False`: it does not). With `count_bytes=True` it records, per
 reply, the bytes of its `reply.delta` messages as JSON text and as they crossed the
 wire (compressed payload plus frame header), read off the frames before they are
 inflated.
@@ -87,7 +87,8 @@ class Tab:
     """One socket of a user: connects, sends frames, records every frame as it arrives."""
 
     def __init__(self, ws_url: str, *, token: str | None = None, cookie: str | None = None,
-                 origin: str | None = None, count_bytes: bool = False, keep_deltas: bool = False) -> None:
+                 origin: str | None = None, count_bytes: bool = False, keep_deltas: bool = False,
+                 compress: bool = True) -> None:
         self.url = ws_url
         self.headers = {}
         if token:
@@ -96,6 +97,7 @@ class Tab:
             self.headers["Cookie"] = cookie
         self.origin = origin
         self.count_bytes = count_bytes
+        self.compress = compress  # offer permessage-deflate, as browsers do
         self.keep_deltas = keep_deltas
         self.ws = None
         self.hello: dict | None = None
@@ -117,6 +119,8 @@ class Tab:
 
     async def connect(self, timeout: float = 30) -> dict:
         compression = {"compression": None, "extensions": [_WireCounter(self._wire_sizes)]} if self.count_bytes else {}
+        if not self.compress:
+            compression = {"compression": None}
         self.ws = await connect(self.url, additional_headers=self.headers, origin=self.origin, ping_interval=None,
                                 max_size=None, open_timeout=timeout, close_timeout=2, **compression)
         self._reader = asyncio.create_task(self._read())
