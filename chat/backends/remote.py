@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
+from chat.backends.asyncio_stream import AsyncioBackend
 from chat.backends.base import (
     CUT_MESSAGE,
     TIMEOUT_MESSAGE,
@@ -155,7 +156,7 @@ def new_connection_pool() -> Any:
     from huggingface_hub.utils import get_async_session
 
     template = get_async_session()  # never used: it holds no connection, nothing to close
-    return httpx2.AsyncClient(
+    client = httpx2.AsyncClient(
         event_hooks=template.event_hooks,
         follow_redirects=template.follow_redirects,
         timeout=None,  # each request passes settings.HF_TIMEOUT
@@ -163,6 +164,12 @@ def new_connection_pool() -> Any:
                              max_keepalive_connections=HFBackend.max_idle_connections,
                              keepalive_expiry=HFBackend.idle_seconds),
     )
+    # Its sockets on asyncio's transports (chat/backends/asyncio_stream.py). httpx2 makes the
+    # pool itself and has no argument for the network backend that httpcore2's pool takes;
+    # the pool reads it when it opens a connection. (Proxies from the environment keep
+    # their own pools, on anyio.)
+    client._transport._pool._network_backend = AsyncioBackend()
+    return client
 
 
 class HFBackend:
