@@ -77,3 +77,13 @@ async def no_reply_left_running():
     yield
     await close_open_sockets()
     await finish_replies()
+
+
+@pytest.fixture(scope="module")
+def live_alice(tmp_path_factory, fake_model):
+    """A real daphne on the usual environment, one per test module, and alice's bearer token."""
+    from tests.live_server import started_with_alice
+
+    server, token = started_with_alice(tmp_path_factory.mktemp("live"), fake_model.url)
+    yield server, token
+    server.stop()

@@ -52,6 +52,16 @@ def server_env(tmp_path: Path, model_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+def started_with_alice(folder: Path, model_url: str, **extra: str) -> tuple[LiveServer, str]:
+    """A migrated and started server on the usual environment under `folder`, and the bearer
+    token of its user "alice"; the caller stops it."""
+    server = LiveServer(server_env(folder, model_url, **extra), log_path=folder / "daphne.log")
+    server.manage("migrate", "--noinput")
+    token = server.create_token("alice")
+    server.start()
+    return server, token
+
+
 def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
     """Terminate, then kill if it will not go; nothing if it is not running."""
     if process is None or process.poll() is not None:

@@ -12,17 +12,13 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from chat.client.tab import Tab
 from config import compression
-from tests.live_server import LiveServer, server_env
+from tests.live_server import started_with_alice
 
 pytestmark = pytest.mark.slow
 
 
 def _live(tmp_path, fake_model, **extra):
-    server = LiveServer(server_env(tmp_path, fake_model.url, **extra), log_path=tmp_path / "daphne.log")
-    server.manage("migrate", "--noinput")
-    token = server.create_token("alice")
-    server.start()
-    return server, token
+    return started_with_alice(tmp_path, fake_model.url, **extra)
 
 
 @pytest.fixture(scope="module")

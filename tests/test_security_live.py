@@ -13,20 +13,9 @@ import pytest
 import websockets
 
 from chat.client.tab import Tab
-from tests.live_server import LiveServer, server_env
+from tests.live_server import LiveServer
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, fake_model):
-    tmp = tmp_path_factory.mktemp("security-live")
-    server = LiveServer(server_env(tmp, fake_model.url), log_path=tmp / "daphne.log")
-    server.manage("migrate", "--noinput")
-    token = server.create_token("alice")
-    server.start()
-    yield server, token
-    server.stop()
 
 
 class _Plain:
@@ -61,8 +50,8 @@ async def still_open(socket) -> None:
     assert await socket.receive("pong", ref="still-open") == {"type": "pong", "ref": "still-open"}
 
 
-async def test_frames_over_a_mebibyte_get_too_large_and_the_socket_stays_open(live):
-    server, token = live
+async def test_frames_over_a_mebibyte_get_too_large_and_the_socket_stays_open(live_alice):
+    server, token = live_alice
     # A plain client with the websockets library's defaults (a browser-like peer), not the
     # recording Tab: the frames' fate on the server is what is under test.
     connection = await websockets.connect(server.ws_url, additional_headers={"Authorization": f"Bearer {token}"})
@@ -80,8 +69,8 @@ async def test_frames_over_a_mebibyte_get_too_large_and_the_socket_stays_open(li
     await socket.close()
 
 
-async def test_share_tokens_stay_out_of_the_access_log_and_warnings(live):
-    server, token = live
+async def test_share_tokens_stay_out_of_the_access_log_and_warnings(live_alice):
+    server, token = live_alice
     socket = await Tab.open(server.ws_url, token)
     await socket.send("message.send", conversation=None, content="something to share")
     conversation_id = (await socket.receive("conversation.created"))["conversation"]["id"]
@@ -109,8 +98,8 @@ async def log_when(server: LiveServer, ready, timeout: float = 10) -> str:
     return log
 
 
-async def test_origin_of_another_port_is_refused_by_the_real_server(live):
-    server, token = live
+async def test_origin_of_another_port_is_refused_by_the_real_server(live_alice):
+    server, token = live_alice
     headers = {"Authorization": f"Bearer {token}"}
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(server.ws_url, origin=f"http://{server.host}:{server.port + 1}",

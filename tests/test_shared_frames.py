@@ -17,7 +17,7 @@ from websockets.streams import StreamReader
 
 from chat.client.tab import Tab
 from chat.wire import SharedText, deflate, frame
-from tests.live_server import LiveServer, server_env
+from tests.live_server import LiveServer
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 200_000])
@@ -44,17 +44,6 @@ def test_the_bytes_are_made_once_per_frame_not_per_socket():
 
 
 # --- On a real daphne ------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, fake_model):
-    folder = tmp_path_factory.mktemp("shared")
-    server = LiveServer(server_env(folder, fake_model.url), log_path=folder / "daphne.log")
-    server.manage("migrate", "--noinput")
-    token = server.create_token("alice")
-    server.start()
-    yield server, token
-    server.stop()
-
 
 class RawSocket:
     """A WebSocket client written by hand, to see the server's frames byte for byte."""
@@ -97,10 +86,10 @@ class RawSocket:
 
 
 @pytest.mark.slow
-async def test_every_socket_of_the_user_gets_the_same_bytes_for_a_sidebar_frame(live):
+async def test_every_socket_of_the_user_gets_the_same_bytes_for_a_sidebar_frame(live_alice):
     """Two sidebar frames in a row: the second comes within a burst, where a socket's own
     compressor would have been kept and would have compressed it against the first."""
-    server, token = live
+    server, token = live_alice
     compressed = [await RawSocket.open(server, token, deflate=True) for _ in range(2)]
     plain = await RawSocket.open(server, token, deflate=False)
     sockets = [*compressed, plain]
@@ -126,10 +115,10 @@ async def test_every_socket_of_the_user_gets_the_same_bytes_for_a_sidebar_frame(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("compression", ["deflate", None])
-async def test_sidebar_frames_that_cut_into_a_reply_leave_every_delta_readable(live, compression):
+async def test_sidebar_frames_that_cut_into_a_reply_leave_every_delta_readable(live_alice, compression):
     """The reader keeps its compression context through the reply; the sidebar frames come
     from another compressor, and the socket's own must start afresh after each of them."""
-    server, token = live
+    server, token = live_alice
     reader = Tab(server.ws_url, token=token, keep_deltas=True, compress=compression is not None)
     writer = await Tab.open(server.ws_url, token)
     await reader.connect()
