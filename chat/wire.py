@@ -55,17 +55,14 @@ class SharedText(str):
     __slots__ = ("_plain", "_deflated")
 
     def wire_bytes(self, compressed: bool) -> bytes:
-        if compressed:
-            try:
-                return self._deflated
-            except AttributeError:
-                self._deflated = frame(deflate(self.encode()), compressed=True)
-                return self._deflated
+        slot = "_deflated" if compressed else "_plain"
         try:
-            return self._plain
+            return getattr(self, slot)
         except AttributeError:
-            self._plain = frame(self.encode(), compressed=False)
-            return self._plain
+            payload = deflate(self.encode()) if compressed else self.encode()
+            made = frame(payload, compressed=compressed)
+            setattr(self, slot, made)
+            return made
 
 
 # The ASGI scope extension through which a server lets the chat consumer write a text

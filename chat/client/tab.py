@@ -118,9 +118,12 @@ class Tab:
         return tab
 
     async def connect(self, timeout: float = 30) -> dict:
-        compression = {"compression": None, "extensions": [_WireCounter(self._wire_sizes)]} if self.count_bytes else {}
         if not self.compress:
             compression = {"compression": None}
+        elif self.count_bytes:
+            compression = {"compression": None, "extensions": [_WireCounter(self._wire_sizes)]}
+        else:
+            compression = {}
         self.ws = await connect(self.url, additional_headers=self.headers, origin=self.origin, ping_interval=None,
                                 max_size=None, open_timeout=timeout, close_timeout=2, **compression)
         self._reader = asyncio.create_task(self._read())
