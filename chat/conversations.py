@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import preferences, search
+from chat import preferences, rows, search
 from chat.errors import ChatError, not_found, storage_unavailable
 from chat.models import Conversation
 from chat.store import ConversationExists, ConversationNotFound, StorageUnavailable, get_store
@@ -37,10 +37,10 @@ def list_conversations(user, limit: int | None = None) -> list[Conversation]:
 
 def sidebar_and_archived(user) -> tuple[list[Conversation], list[Conversation]]:
     """`list_conversations(user)` and `list_archived(user)` from one query (the hello frame)."""
-    rows = list(Conversation.objects.filter(owner=user).order_by("-updated_at"))
-    listed = [row for row in rows if not row.archived]
+    every = list(Conversation.objects.filter(owner=user).order_by("-updated_at"))
+    listed = [row for row in every if not row.archived]
     return [row for row in listed if row.pinned] + [row for row in listed if not row.pinned], \
-        [row for row in rows if row.archived]
+        [row for row in every if row.archived]
 
 
 def list_archived(user) -> list[Conversation]:
@@ -65,7 +65,7 @@ def get_latest_conversation(user) -> Conversation | None:
 
 
 def get_row(user, conversation_id: str) -> Conversation:
-    row = Conversation.objects.filter(owner=user, pk=conversation_id).first()
+    row = rows.get(Conversation, id=conversation_id, owner_id=user.pk)  # on every turn: see chat/rows.py
     if row is None:
         raise not_found()
     return row
@@ -155,7 +155,7 @@ def _mirror_metadata(row: Conversation, transcript: Transcript, *, touch: bool) 
     if touch:
         fields["updated_at"] = timezone.now()
     if fields:
-        Conversation.objects.filter(pk=row.pk).update(**fields)
+        rows.update(Conversation, fields, id=row.pk)  # at the end of every reply: see chat/rows.py
     for name, value in fields.items():
         setattr(row, name, value)
 

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat import conversations
+from chat import conversations, rows
 from chat.blocking import run_blocking
 from chat.errors import ChatError
 from chat.models import Conversation
@@ -46,9 +46,9 @@ def hold_new(row: Conversation, reply_id: str, parent_id: str, model: str, chann
 def claim(row: Conversation, reply_id: str, parent_id: str, model: str, channel: str) -> bool:
     """Take the conversation's reply slot; False if another reply holds it."""
     fields = _fields(reply_id, parent_id, model, channel)
-    taken = Conversation.objects.filter(pk=row.pk, reply_message__isnull=True).update(**fields)
+    taken = rows.update(Conversation, fields, id=row.pk, reply_message=None)  # on every turn: see chat/rows.py
     if not taken and recover_if_stale(row):
-        taken = Conversation.objects.filter(pk=row.pk, reply_message__isnull=True).update(**fields)
+        taken = rows.update(Conversation, fields, id=row.pk, reply_message=None)
     if taken:
         for name, value in fields.items():
             setattr(row, name, value)
@@ -69,7 +69,7 @@ def release(row: Conversation, reply_id: str, *, updated_at: datetime | None = N
                   reply_text="", reply_seq=0)
     if updated_at is not None:
         fields["updated_at"] = row.updated_at = updated_at
-    Conversation.objects.filter(pk=row.pk, reply_message=reply_id).update(**fields)
+    rows.update(Conversation, fields, id=row.pk, reply_message=reply_id)
 
 
 def beat_many(beats: list[tuple[str, str, str | None, int]]) -> None:

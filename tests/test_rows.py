@@ -1,0 +1,73 @@
+"""chat/rows.py: the hot path's statements give what the ORM gives, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from chat import rows
+from chat.models import Conversation, ModelUsage
+
+pytestmark = pytest.mark.django_db
+
+
+def create_user_sync():
+    users = get_user_model().objects
+    return users.create_user(username=f"user{users.count()}", password="x")
+
+
+def fields_of(row) -> dict:
+    return {field.attname: getattr(row, field.attname) for field in type(row)._meta.concrete_fields}
+
+
+def test_get_returns_the_instance_the_orm_returns():
+    owner = create_user_sync()
+    made = Conversation.objects.create(owner=owner, title="Plans", model="m", pinned=True,
+                                       reply_heartbeat=timezone.now(), reply_seq=7, reply_message="r1")
+    found = rows.get(Conversation, id=made.pk, owner_id=owner.pk)
+    expected = Conversation.objects.get(pk=made.pk)
+    assert fields_of(found) == fields_of(expected)
+    assert found.pinned is True and found.archived is False  # booleans, not SQLite's 0/1
+    assert timezone.is_aware(found.updated_at) and found.reply_heartbeat == expected.reply_heartbeat
+    assert found._state.adding is False and found._state.db == "default"
+    found.title = "Saved through the ORM"
+    found.save(update_fields=["title"])  # an instance like any other
+    assert Conversation.objects.get(pk=made.pk).title == "Saved through the ORM"
+
+
+def test_get_finds_nothing_for_another_owner_or_an_unknown_id():
+    owner, other = create_user_sync(), create_user_sync()
+    made = Conversation.objects.create(owner=owner, model="m")
+    assert rows.get(Conversation, id=made.pk, owner_id=other.pk) is None
+    assert rows.get(Conversation, id="no-such-id", owner_id=owner.pk) is None
+    with pytest.raises(ValueError):
+        rows.get(Conversation, id=made.pk, reply_message=None)
+
+
+def test_update_changes_only_the_rows_matching_including_is_null():
+    owner = create_user_sync()
+    free = Conversation.objects.create(owner=owner, model="m")
+    held = Conversation.objects.create(owner=owner, model="m", reply_message="busy")
+    when = timezone.now() + datetime.timedelta(minutes=5)
+    values = {"reply_message": "r2", "reply_heartbeat": when, "updated_at": when, "reply_seq": 3}
+    assert rows.update(Conversation, values, id=free.pk, reply_message=None) == 1
+    assert rows.update(Conversation, values, id=held.pk, reply_message=None) == 0  # the slot was taken
+    free.refresh_from_db()
+    held.refresh_from_db()
+    assert (free.reply_message, free.reply_heartbeat, free.updated_at, free.reply_seq) == ("r2", when, when, 3)
+    assert held.reply_message == "busy" and held.reply_seq == 0
+
+
+def test_increment_counts_one_while_under_the_limit_and_tells_the_site_row_apart():
+    owner = create_user_sync()
+    day = datetime.date(2026, 11, 30)
+    ModelUsage.objects.create(day=day, user=owner, requests=1)
+    ModelUsage.objects.create(day=day, user=None, requests=5)
+    assert rows.increment(ModelUsage, "requests", below=2, day=day, user_id=owner.pk) == 1
+    assert rows.increment(ModelUsage, "requests", below=2, day=day, user_id=owner.pk) == 0  # at the limit
+    assert rows.increment(ModelUsage, "requests", day=day, user_id=None) == 1  # no limit
+    assert rows.increment(ModelUsage, "requests", day=day + datetime.timedelta(days=1), user_id=None) == 0
+    counts = dict(ModelUsage.objects.filter(day=day).values_list("user_id", "requests"))
+    assert counts == {owner.pk: 2, None: 6}
