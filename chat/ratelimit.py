@@ -38,6 +38,13 @@ return false
 # One client per event loop: redis.asyncio connections belong to the loop that made them.
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _warned_at = 0.0  # while Redis is down, one warning a minute, not one per frame
+# Connections of a process's limiter. redis-py's default pool opens a connection for every
+# command that finds none free, and each new one reads redis-py's package metadata
+# (`importlib.metadata.version`, for CLIENT SETINFO): with 200 tabs sending at once, that
+# was 30 % of the event loop and doubled the time to first token (bench §1, 1 process +
+# Redis). A bounded pool makes a burst wait a few hundred microseconds for a connection
+# instead; one script call holds it for one round trip.
+POOL_SIZE = 16
 
 
 def _redis_script():
@@ -46,8 +53,10 @@ def _redis_script():
     loop = asyncio.get_running_loop()
     entry = _clients.get(loop)
     if entry is None or entry[0] != settings.REDIS_URL:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2,
-                                              **settings.REDIS_TLS_OPTIONS)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=POOL_SIZE, timeout=2, socket_timeout=2, socket_connect_timeout=2,
+            **settings.REDIS_TLS_OPTIONS)
+        client = redis.asyncio.Redis(connection_pool=pool)
         entry = (settings.REDIS_URL, client.register_script(_HIT_SCRIPT))
         _clients[loop] = entry
     return entry[1]

@@ -62,3 +62,27 @@ async def test_unreachable_redis_falls_back_to_this_processes_window(settings, c
     assert await limiter.hit(7, 1, 30.0) is None
     assert await limiter.hit(7, 1, 30.0) is not None
     assert limiter._events, "counted in memory while Redis is down"
+
+
+async def test_a_burst_of_hits_shares_a_bounded_pool_of_redis_connections(redis_limits):
+    """200 tabs sending at once: every hit is counted, over at most POOL_SIZE connections
+    (an unbounded pool opened one per waiting hit, each reading redis-py's metadata)."""
+    import redis.asyncio
+
+    from chat import ratelimit
+
+    name = f"limiter-{uuid.uuid4().hex[:8]}"
+    ratelimit._clients.clear()
+    limiter = SlidingWindowLimiter("frames")
+    # The first hit makes the pool; each of its connections then names itself, so that
+    # Redis's own client list shows them.
+    assert await limiter.hit(1, 1000, 30.0) is None
+    pool = ratelimit._redis_script().registered_client.connection_pool
+    pool.connection_kwargs["client_name"] = name
+    await pool.disconnect()
+    waits = await asyncio.gather(*(limiter.hit(user % 10, 1000, 30.0) for user in range(200)))
+    assert waits == [None] * 200
+    async with redis.asyncio.Redis.from_url(REDIS_URL) as admin:
+        named = [c for c in await admin.client_list() if c.get("name") == name]
+    assert 1 <= len(named) <= ratelimit.POOL_SIZE
+    assert await limiter.hit(1, 21, 30.0) is not None  # 1 + 20 hits of user 1 counted: the 22nd is refused
