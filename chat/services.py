@@ -7,16 +7,13 @@ transcript store) runs in threads via `chat.blocking.run_blocking`.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
 
 from chat import conversations, events, preferences, protocol, quotas, sharing
 from chat import search as search_index
@@ -27,7 +24,6 @@ from chat.models import Conversation
 from chat.presenters import branch_dicts, conversation_dict, message_dict
 from chat.ratelimit import SlidingWindowLimiter
 from chat.replies import claim
-from chat.replies.early import EarlyStart, ReplySpec
 from chat.replies.task import ReplyTask
 from chat.resume import open_conversation  # noqa: F401 (a request like the others; the joining is resume's)
 from chat.transcript import CONTINUABLE_STATUSES, Message, Transcript, new_message_id
@@ -146,14 +142,6 @@ def _check_room(user, model_id: str) -> None:
         raise ChatError(error.code, error.message, error.retry_after) from None
 
 
-def _room_checker(user) -> Callable[[Conversation], str]:
-    """`prepare` for a turn on the conversation's own model: its room checked, it runs."""
-    def prepare(row: Conversation) -> str:
-        _check_room(user, row.model)
-        return row.model
-    return prepare
-
-
 def _busy() -> ChatError:
     return ChatError("busy", "A reply is still being written in this conversation.")
 
@@ -166,23 +154,22 @@ async def send_message(user, conversation_id: str | None, content: str, model: s
         await _check_reply_rate(user)
         _check_room(user, model)
         return await _start_new_conversation(user, content, model, origin, ref)
+    row = await get_row(user, conversation_id)
+    switch_model = model is not None and model != row.model
+    if switch_model:
+        _check_model(model)
     await _check_reply_rate(user)
-    switch_to: list[str | None] = []  # the model this message switches to, decided at the first read
-
-    def prepare(row: Conversation) -> str:
-        if not switch_to:
-            switch_to.append(_check_model(model) if model is not None and model != row.model else None)
-        _check_room(user, switch_to[0] or row.model)
-        return switch_to[0] or row.model
+    _check_room(user, model if switch_model else row.model)
 
     def add_user_message(transcript: Transcript) -> Message:
-        if switch_to[0]:  # in the same write as the message: a refused (busy) send changes nothing
-            transcript.model = switch_to[0]
+        if switch_model:  # in the same write as the message: a refused (busy) send changes nothing
+            transcript.model = model
         leaf = transcript.active_branch()[-1].id if transcript.active_leaf else None
         return transcript.add_message(leaf, "user", content, message_id=message_id)
 
     message_id = new_message_id()  # known before the write: the claim records it as the reply's parent
-    return await _charged_turn(user, conversation_id, prepare, add_user_message, origin, ref, parent_id=message_id)
+    return await _charged_turn(user, row, add_user_message, origin, ref, model=model if switch_model else None,
+                               parent_id=message_id)
 
 
 async def _start_new_conversation(user, content: str, model: str, origin, ref) -> Turn:
@@ -195,18 +182,20 @@ async def _start_new_conversation(user, content: str, model: str, origin, ref) -
 
     row, transcript, message = await run_blocking(_charged(conversations.create_conversation), user, model,
                                                   user, model, content, before_insert=hold, index_later=index_later)
-    task = _reply_task(row, ReplySpec.of(transcript, message), reply_id=reply_id, channel=channel,
-                       index_later=index_later)
+    task = _reply_task(row, reply_id, channel, transcript, message, index_later)
     return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
 
 
-def _reply_task(row: Conversation, spec: ReplySpec, *, reply_id: str, channel: str,
+def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message,
                 index_later: list[Callable[[], None]]) -> ReplyTask:
-    """The reply `spec` describes; it titles the conversation if it is the first exchange of
-    an untitled one, and runs the turn's deferred search index after its first delta."""
-    return ReplyTask(row=row, reply_id=reply_id, parent_id=spec.parent_id, model=spec.model,
-                     model_messages=spec.model_messages, channel=channel, title_from=spec.title_from,
-                     user=row.owner_id, after_first_delta=index_later)
+    """The reply to `parent`; it titles the conversation if it is the first exchange of an
+    untitled one, and runs the turn's deferred search index after its first delta."""
+    branch = transcript.active_branch()
+    needs_title = not transcript.title and sum(1 for m in branch if m.role == "user") == 1
+    return ReplyTask(row=row, reply_id=reply_id, parent_id=parent.id, model=row.model,
+                     model_messages=transcript.model_messages(), channel=channel,
+                     title_from=branch[0].content if needs_title else None, user=row.owner_id,
+                     after_first_delta=index_later)
 
 
 class _ModelChanged(Exception):
@@ -216,12 +205,9 @@ class _ModelChanged(Exception):
 MODEL_CHANGE_RETRIES = 3
 
 
-async def _charged_turn(user, conversation_id: str, prepare: Callable[[Conversation], str],
-                        mutate: Callable[[Transcript], Message], origin, ref, *,
+async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: str | None = None,
                         announce_user_message: bool = True, parent_id: str = "") -> Turn:
-    """Read the conversation, check it (`prepare`, which returns the model that will run),
-    charge that model, claim and store: one worker-thread call (`_start_turn`), since each
-    call costs a thread hop on top of its queries (bench §3).
+    """Charge the model that will run, then claim and store.
 
     The budget is counted before the write, but a `conversation.configure` from another
     tab can switch the model in between; the reply runs on the model of the write. So
@@ -229,48 +215,30 @@ async def _charged_turn(user, conversation_id: str, prepare: Callable[[Conversat
     store's conditional write), and on a mismatch nothing is written, the charge is
     given back and the turn is charged again on the model now in force.
 
-    The model is asked as soon as the write has changed the transcript, while the write
-    lands (chat/replies/early.py). `parent_id`, the id `mutate` gives the user message,
-    if known before the write.
+    `parent_id`, the id `mutate` gives the user message, if known before the write.
     """
     for _ in range(MODEL_CHANGE_RETRIES):
+        charged = model or row.model
         channel = await events.new_reply_channel()
         reply_id = secrets.token_hex(8)
         index_later: list[Callable[[], None]] = []
-        early = EarlyStart(functools.partial(_reply_task, reply_id=reply_id, channel=channel, index_later=index_later))
+
+        def pinned(transcript: Transcript, charged: str = charged) -> Message:
+            result = mutate(transcript)
+            if transcript.model != charged:
+                raise _ModelChanged()
+            return result
+
         try:
-            row, transcript, message = await run_blocking(_start_turn, user, conversation_id, prepare, mutate,
-                                                          reply_id, channel, index_later, parent_id, early)
+            transcript, message = await run_blocking(_charged(_claim_and_store), user, charged, row, reply_id,
+                                                     channel, pinned, index_later, charged, parent_id)
         except _ModelChanged:
-            await early.abandon()
+            row = await get_row(user, row.pk)
             continue
-        except BaseException:
-            await asyncio.shield(early.abandon())
-            raise
-        task = await early.take()
+        task = _reply_task(row, reply_id, channel, transcript, message, index_later)
         shown = message_dict(transcript, message) if announce_user_message else None
         return Turn(row, task, user_message=shown, origin=origin, ref=ref)
     raise _busy()
-
-
-def _start_turn(user, conversation_id: str, prepare: Callable[[Conversation], str],
-                mutate: Callable[[Transcript], Message], reply_id: str, channel: str,
-                index_later: list[Callable[[], None]], parent_id: str,
-                early: EarlyStart) -> tuple[Conversation, Transcript, Message]:
-    """`_charged_turn`'s worker-thread call."""
-    row = conversations.get_row(user, conversation_id)
-    charged = prepare(row)
-
-    def pinned(transcript: Transcript) -> Message:
-        result = mutate(transcript)
-        if transcript.model != charged:
-            raise _ModelChanged()
-        early.offer(row, ReplySpec.of(transcript, result))  # the model is asked while the write lands
-        return result
-
-    transcript, message = _claim_and_store(row, reply_id, channel, pinned, index_later, charged, parent_id,
-                                           charge=user)
-    return row, transcript, message
 
 
 def _charged(start: Callable[..., T]) -> Callable[..., T]:
@@ -289,30 +257,18 @@ def _charged(start: Callable[..., T]) -> Callable[..., T]:
 
 
 def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate,
-                     index_later: list[Callable[[], None]] | None, model: str, parent_id: str,
-                     *, charge=None) -> tuple[Transcript, Message]:
-    """Count the request to `model` for the user `charge` and claim the reply slot (which
-    moves the conversation up the sidebars), store the change, then record what the reply
-    answers (the message `mutate` returns) unless the claim already did (`parent_id` known
-    before the write). Blocking: one worker-thread call.
-
-    The count and the claim are one database transaction: both land or neither does (a
-    busy conversation costs nothing), for one write lock and one commit. With SQLite's
-    single writer, a second transaction per turn was the turn's main wait when 200 start
-    at once (bench §1 profile). If storing fails, the slot is released and the count given back."""
+                     index_later: list[Callable[[], None]] | None, model: str, parent_id: str) -> tuple[Transcript, Message]:
+    """Claim the reply slot (which moves the conversation up the sidebars), store the change,
+    then record what the reply answers (the message `mutate` returns) unless the claim
+    already did (`parent_id` known before the write); the slot is released if storing
+    fails. Blocking: one worker-thread call."""
     updated_at = row.updated_at
-    with transaction.atomic():
-        if charge is not None:
-            quotas.check_and_count(charge, model)
-        if not claim.claim(row, reply_id, parent_id, model, channel):
-            raise _busy()
+    if not claim.claim(row, reply_id, parent_id, model, channel):
+        raise _busy()
     try:
         transcript, message = conversations.update_transcript(row, mutate, touch=False, index_later=index_later)
     except BaseException:
         claim.release(row, reply_id, updated_at=updated_at)
-        if charge is not None:
-            with contextlib.suppress(Exception):
-                quotas.refund(charge, model)
         raise
     if not parent_id:
         claim.set_parent(row, reply_id, message.id, row.model)
@@ -321,7 +277,9 @@ def _claim_and_store(row: Conversation, reply_id: str, channel: str, mutate,
 
 async def edit_message(user, conversation_id: str, message_id: str, content: str, *, origin=None, ref=None) -> Turn:
     _check_content(content)
+    row = await get_row(user, conversation_id)
     await _check_reply_rate(user)
+    _check_room(user, row.model)
 
     def add_sibling(transcript: Transcript) -> Message:
         old = transcript.messages.get(message_id)
@@ -331,13 +289,14 @@ async def edit_message(user, conversation_id: str, message_id: str, content: str
 
     sibling_id = new_message_id()
     # Titled conversations keep their title; one whose first reply failed gets one now.
-    return await _charged_turn(user, conversation_id, _room_checker(user), add_sibling, origin, ref,
-                               parent_id=sibling_id)
+    return await _charged_turn(user, row, add_sibling, origin, ref, parent_id=sibling_id)
 
 
 async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Turn:
     """A new reply to the last user message of the active branch; the old reply stays a sibling."""
+    row = await get_row(user, conversation_id)
     await _check_reply_rate(user)
+    _check_room(user, row.model)
 
     def to_last_user_message(transcript: Transcript) -> Message:
         message = transcript.last_user_message()
@@ -346,8 +305,7 @@ async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Tu
         transcript.active_leaf = message.id  # the new reply's branch; its siblings stay
         return message
 
-    return await _charged_turn(user, conversation_id, _room_checker(user), to_last_user_message, origin, ref,
-                               announce_user_message=False)
+    return await _charged_turn(user, row, to_last_user_message, origin, ref, announce_user_message=False)
 
 
 def _continuable(transcript: Transcript, message_id: str | None) -> Message:
@@ -384,8 +342,8 @@ async def continue_reply(user, conversation_id: str, message_id: str | None, *, 
         return message
 
     channel = await events.new_reply_channel()
-    transcript, message = await run_blocking(_claim_and_store, row, target.id, channel, make_active, None, row.model,
-                                             target.parent, charge=user)
+    transcript, message = await run_blocking(_charged(_claim_and_store), user, row.model, row, target.id, channel,
+                                             make_active, None, row.model, target.parent)
     task = ReplyTask(row=row, reply_id=message.id, parent_id=message.parent, model=row.model,
                      model_messages=transcript.model_messages(), channel=channel, prefix=message.content,
                      user=row.owner_id)

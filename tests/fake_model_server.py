@@ -19,8 +19,6 @@ can script a reply without any shared state:
     #fail=3            send 3 tokens, then an error event
     #reply=<text>      reply with this exact (URL-encoded) text, in chunks of 4 characters
     #hang              never answer (for timeouts)
-    #gate              send the headers, then hold the first token until the test calls
-                       `open_gate()` (a first token that comes after the turn has started)
     #linger=0.05       seconds between `data: [DONE]` and the end of the body
     #markdown=STYLE    with #tokens=N: N tokens of Markdown instead of "w0 w1 ...": `mixed`
                        (the default: headings, paragraphs, lists, a table, fenced code),
@@ -73,7 +71,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 TITLE_PREFIX = "Give this conversation a descriptive"
-DIRECTIVE = re.compile(r"#(tokens|delay|status|retry_after|cut|abort|fail|flaky|reply|hang|gate|markdown|stamp|linger)(?:=(\S*))?")
+DIRECTIVE = re.compile(r"#(tokens|delay|status|retry_after|cut|abort|fail|flaky|reply|hang|markdown|stamp|linger)(?:=(\S*))?")
 STAMP_MODULO = 10**9
 STAMP = re.compile(r"@(\d{9})")
 STAMPABLE = re.compile(r"\s?[A-Za-z][A-Za-z0-9_]*")
@@ -107,7 +105,6 @@ class Script:
     abort: int | None = None
     fail: int | None = None
     hang: bool = False
-    gate: bool = False
     stamp: bool = False
     linger: float = 0.0
 
@@ -228,8 +225,6 @@ def parse_script(messages: list[dict[str, Any]]) -> Script:
             reply = unquote(value)
         elif name == "hang":
             script.hang = True
-        elif name == "gate":
-            script.gate = True
         elif name == "markdown":
             markdown = value or "mixed"
         elif name == "stamp":
@@ -270,7 +265,6 @@ class FakeModelServer:
         self._log_lock = threading.Lock()
         self._arrived = threading.Condition(self._log_lock)
         self._flaky_seen: dict[str, int] = {}
-        self._gate = threading.Event()  # #gate: opened by open_gate(), closed again by clear()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -305,11 +299,6 @@ class FakeModelServer:
         with self._log_lock:
             self.log.clear()
             self._flaky_seen.clear()
-        self._gate.clear()
-
-    def open_gate(self) -> None:
-        """Let the replies held by #gate write their tokens."""
-        self._gate.set()
 
     def start(self) -> str:
         if self._thread is not None:
@@ -475,8 +464,6 @@ class FakeModelServer:
             }
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
-        if script.gate and not await asyncio.to_thread(self._gate.wait, 30):
-            raise AssertionError("#gate: the test never opened the gate")
         stop_at = min(n for n in (script.cut, script.abort, script.fail, len(tokens)) if n is not None)
         for i, token in enumerate(tokens[:stop_at]):
             if i and script.delay:

@@ -1,7 +1,6 @@
 """How a turn starts its reply (issue 14, time to first token): its count, claim and
-write are one worker-thread call, the model is asked while the write is in flight, the
-first token goes out alone, and a turn that changes or fails during its write never shows
-a reply to the wrong messages (the request made for it is withdrawn)."""
+write are one worker-thread call, the first token goes out alone, and a turn that changes
+or fails during its write never shows a reply to the wrong messages."""
 from __future__ import annotations
 
 import asyncio
@@ -20,15 +19,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 FRENCH = "Answer in French."
 
 
-async def test_the_first_token_of_a_burst_goes_out_alone(fake_model):
+async def test_the_first_token_of_a_burst_goes_out_alone():
     user = await create_user()
     socket = await ChatSocket.connect(user)
     conversation_id = await socket.new_conversation()
-    # The scripted model writes all 20 pieces at once, once the reply has started: they
-    # arrive in one read.
-    await socket.send("message.send", conversation=conversation_id, content="#tokens=20 #gate")
-    await socket.receive("reply.started")
-    fake_model.open_gate()
+    # The scripted model writes all 20 pieces at once: they arrive in one read.
+    await socket.send("message.send", conversation=conversation_id, content="#tokens=20")
     first = await socket.receive("reply.delta")
     assert (first["seq"], first["delta"]) == (0, "w0")
     rest, final = await socket.reply_text()
@@ -38,12 +34,11 @@ async def test_the_first_token_of_a_burst_goes_out_alone(fake_model):
 
 
 @pytest.fixture
-def system_prompt_changed_during_the_write(monkeypatch, fake_model):
+def system_prompt_changed_during_the_write(monkeypatch):
     """Another writer changes the system prompt just before this turn's first write lands,
     so the store re-applies the turn to the new transcript. (The folder store serialises
     its writers and never loses a race; S3's conditional write does, and this write
-    answers as it would.) The first write fails only once the model has been asked for
-    it: the turn asks while its write is in flight."""
+    answers as it would.)"""
     store = get_store()
     write = type(store)._write
     raced = []
@@ -51,7 +46,6 @@ def system_prompt_changed_during_the_write(monkeypatch, fake_model):
     def racing_write(self, user_id, conversation_id, body, version):
         if not raced and b"ask me" in body:
             raced.append(True)
-            fake_model.settled(1)  # the request made for this attempt has arrived (and is answered)
             other, _ = self._read(user_id, conversation_id)
             other.system_prompt = FRENCH
             assert write(self, user_id, conversation_id, encode(other), version)
@@ -72,11 +66,8 @@ async def test_a_turn_whose_write_is_retried_answers_the_stored_messages(
     text, final = await socket.reply_text()
     assert system_prompt_changed_during_the_write, "the other writer never came"
     assert final["type"] == "reply.completed" and text == "Echo: ask me"
-    # The request made for the lost attempt is dropped; the reply answers the one made again.
-    stale, answered = await asyncio.to_thread(fake_model.settled, 2)
-    assert stale.body["messages"][0]["role"] == "user"  # no system prompt yet
-    assert answered.body["messages"][0] == {"role": "system", "content": FRENCH}
-    assert answered.outcome == "completed"
+    (request,) = await asyncio.to_thread(fake_model.settled, 1)
+    assert request.body["messages"][0] == {"role": "system", "content": FRENCH}
     stored = await sync_to_async(get_store().load)(user.pk, conversation_id)
     assert stored.system_prompt == FRENCH and [m.content for m in stored.active_branch()][-2:] == ["ask me", text]
     await socket.close()
@@ -94,8 +85,6 @@ async def test_a_turn_that_cannot_be_written_gets_no_reply_costs_nothing_and_fre
     write = type(store)._write
 
     def failing_write(self, user_id, conversation_id, body, version):
-        with fake_model._arrived:  # the turn asks the model while its write is in flight
-            assert fake_model._arrived.wait_for(lambda: fake_model.log, 10), "the model was not asked"
         raise StorageUnavailable("the disk is gone")
 
     monkeypatch.setattr(type(store), "_write", failing_write)
@@ -104,8 +93,7 @@ async def test_a_turn_that_cannot_be_written_gets_no_reply_costs_nothing_and_fre
     error = await socket.receive("error", ref=ref)
     assert error["code"] == "storage_unavailable"
     assert await socket.nothing_more()  # no reply.started, no delta
-    (request,) = await asyncio.to_thread(fake_model.settled, 1)
-    assert request.outcome == "disconnected" and request.tokens_sent < 50  # the request was withdrawn
+    assert fake_model.requests == []  # the model was never asked
     assert await sync_to_async(quotas._used)(user.pk) == used  # given back
     row = await sync_to_async(Conversation.objects.get)(pk=conversation_id)
     assert row.reply_message is None and row.updated_at == before.updated_at  # not moved up the sidebar

@@ -99,22 +99,6 @@ class ReplyTask:
         if self._stream_task:
             self._stream_task.cancel()
 
-    def open(self) -> None:
-        """Ask the model now, before `start` (chat/replies/early.py): the pieces wait in
-        the reply until its frames start."""
-        if self._stream_task is None:
-            self._stream_task = asyncio.create_task(self._stream(), name=f"reply-stream-{self.reply_id}")
-
-    def cancel_stream(self) -> None:
-        """Withdraw the request of a reply that will never start (its turn's write failed)."""
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-
-    async def close_stream(self) -> None:
-        """Wait until a cancelled request's connection is closed; its failure is nobody's."""
-        if self._stream_task is not None:
-            await asyncio.gather(self._stream_task, return_exceptions=True)
-
     def snapshot(self) -> dict:
         """The reply so far, consistent with `seq`: deltas from `seq` on complete it."""
         return {
@@ -136,7 +120,7 @@ class ReplyTask:
         try:
             await self._broadcast(self._started_frame())
             sender = asyncio.create_task(self._send_loop())
-            self.open()
+            self._stream_task = asyncio.create_task(self._stream())
             if self.stopped:  # a stop that came before the stream existed
                 self._stream_task.cancel()
             try:
@@ -226,12 +210,10 @@ class ReplyTask:
                     self.pieces += 1
                     self._pending.append(piece)
                     self._wakeup.set()
-                    if self.seq == 0:
-                        # Until the first delta is out, each piece lets the reply's other
-                        # tasks run: pieces that came in one read would otherwise all be
-                        # parsed before the first frame can go (1.2 ms for 20 pieces,
-                        # bench §3), also while the turn that asked early is starting.
-                        # Later ones are coalesced as before.
+                    if self.pieces == 1:
+                        # The first token goes out now. Without this yield, pieces that
+                        # came in one read are all parsed before the sender runs (1.2 ms
+                        # for 20 pieces, bench §3); later ones are coalesced as before.
                         await asyncio.sleep(0)
             self.finish_reason = stream.finish_reason
         finally:
