@@ -41,8 +41,7 @@ _warned_at = 0.0  # while Redis is down, one warning a minute, not one per frame
 # Connections of a process's limiter. redis-py's default pool opens a connection for every
 # command that finds none free, and each new one reads redis-py's package metadata
 # (`importlib.metadata.version`, for CLIENT SETINFO): with 200 tabs sending at once, that
-# was 30 % of the event loop and doubled the time to first token (bench §1, 1 process +
-# Redis). A bounded pool makes a burst wait a few hundred microseconds for a connection
+# was 30 % of the event loop (bench §1, 1 process + Redis, py-spy). A bounded pool makes a burst wait a few hundred microseconds for a connection
 # instead; one script call holds it for one round trip.
 POOL_SIZE = 16
 

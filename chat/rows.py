@@ -22,7 +22,7 @@ M = TypeVar("M", bound=models.Model)
 
 
 def get(model: type[M], using: str = "default", **where: object) -> M | None:
-    """The one row whose fields equal `where` (None: IS NULL), or None."""
+    """The one row whose fields equal the values of `where` (never None), or None."""
     if None in where.values():
         raise ValueError("rows.get() looks a row up by values, not by NULL")
     connection = connections[using]
