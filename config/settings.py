@@ -310,6 +310,12 @@ HF_BASE_URL = _env("HF_BASE_URL")
 HF_PROVIDER = _env("HF_PROVIDER")
 HF_MODELS = _env_list("HF_MODELS", "google/gemma-2-9b-it")
 HF_TIMEOUT = _env_float("HF_TIMEOUT", 60.0)
+# huggingface_hub names the AI agent running the process in its user agent, and to know
+# the agents it fetches a list from the Hub the first time it builds a request's headers:
+# a blocking GET (up to 3 s) on the event loop, stalling every socket of the process, and
+# a call home a chat server has no business making. Its telemetry switch turns both off;
+# it is read when huggingface_hub is imported, which is always after the settings.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 LOCAL_MODEL_PATH = _env("LOCAL_MODEL_PATH")
 LOCAL_MODEL_THREADS = _env_int("LOCAL_MODEL_THREADS", 0)  # 0: let llama.cpp choose
 LOCAL_MODEL_CONTEXT = _env_int("LOCAL_MODEL_CONTEXT", 2048)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 
 import pytest
 
@@ -17,7 +18,9 @@ from chat.backends import (
     HFBackend,
     LocalBackend,
     ModelError,
+    remote,
 )
+from chat.backends.remote import new_connection_pool
 from tests.fake_model_server import FakeModelServer
 
 MODEL = "fake/echo"
@@ -86,6 +89,22 @@ async def test_hf_streams_pieces_and_sends_model_and_messages(hf, server):
     assert server.log[0].headers["Authorization"] == "Bearer dummy-token"
 
 
+async def test_hf_request_never_fetches_the_hubs_agent_list(hf, server, monkeypatch):
+    """huggingface_hub's telemetry would GET a list from the Hub, blocking, on the event
+    loop, the first time it builds headers; the settings switch it off."""
+    from huggingface_hub.utils import _detect_agent
+
+    looked_up = []
+    monkeypatch.setattr(_detect_agent, "_registry", None)  # as in a new process
+    monkeypatch.setattr(_detect_agent, "_load_registry", lambda: looked_up.append(1) or {})
+
+    pieces, error = await collect(hf.stream(MODEL, ask("hello"), max_tokens=8))
+
+    assert error is None and pieces
+    assert looked_up == []
+    assert [entry.path for entry in server.log] == ["/v1/chat/completions"]
+
+
 async def test_hf_model_id_is_in_the_body_for_each_model(hf, server):
     await collect(hf.stream("org/other", ask("hi"), max_tokens=8))
     assert server.requests[0]["model"] == "org/other"
@@ -124,6 +143,39 @@ async def test_hf_replies_and_titles_share_one_kept_alive_connection(hf, server)
     # backends.complete() uses the process's backend, not this test's: compare replies.
     assert records[0].peer == records[2].peer
     assert hf.connection_pool() is hf.connection_pool()
+
+
+async def test_hf_every_connection_of_a_burst_is_kept_for_the_next_burst(hf, server):
+    burst = 40  # more than the 32 connections the pool used to keep
+
+    async def together() -> None:
+        results = await asyncio.gather(*(collect(hf.stream(MODEL, ask("#tokens=3 #delay=0.05"), max_tokens=8))
+                                         for _ in range(burst)))
+        assert all(error is None for _, error in results)
+
+    await together()
+    await together()
+    records = await asyncio.to_thread(server.settled, 2 * burst)
+    first = {record.peer for record in records[:burst]}
+    assert len(first) == burst  # each stream of a burst has its own connection
+    assert {record.peer for record in records[burst:]} == first  # and the next burst opened none
+
+
+async def test_hf_pool_is_made_once_and_off_the_event_loop(hf, server, monkeypatch):
+    """Its TLS contexts load the system's certificates: tens of milliseconds that on the
+    event loop would stall every socket of the process at its first reply."""
+    made_in = []
+
+    def record_thread():
+        made_in.append(threading.current_thread())
+        return new_connection_pool()
+
+    monkeypatch.setattr(remote, "new_connection_pool", record_thread)
+    results = await asyncio.gather(*(collect(hf.stream(MODEL, ask("#tokens=2"), max_tokens=8)) for _ in range(5)))
+
+    assert all(error is None for _, error in results)
+    assert len(made_in) == 1
+    assert made_in[0] is not threading.current_thread()
 
 
 async def test_hf_connection_is_reused_when_the_body_ends_after_the_answer(hf, server):

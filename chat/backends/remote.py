@@ -3,6 +3,9 @@
 One HTTP connection pool per event loop, shared by every reply and title (issue 14):
 a profile at 100 conversations spent a quarter of the CPU in `ssl.create_default_context`,
 because each request built a new client, hence a new transport and a new TLS context.
+The pool itself is made in a worker thread, for the same reason: its two TLS contexts
+load the system's certificates, which on the event loop stalled every socket of the
+process for the first reply.
 """
 from __future__ import annotations
 
@@ -190,7 +193,10 @@ class HFBackend:
     """
 
     max_connections: int | None = None  # as before the pool: one connection per stream, no waiting line
-    max_idle_connections = 32
+    # Every connection of a burst is kept for the next one: 200 replies started at once
+    # with 32 kept meant 168 new TCP connections, about 8 % of the event loop during that
+    # burst (bench §1). Each still closes after `idle_seconds` unused.
+    max_idle_connections: int | None = None
     idle_seconds = 30.0
 
     def __init__(self, retry_budget: float = 10.0, first_backoff: float = 0.5, max_attempts: int = 5) -> None:
@@ -200,17 +206,37 @@ class HFBackend:
         self.first_backoff = first_backoff
         self.max_attempts = max_attempts
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._making: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def connection_pool(self) -> Any:
-        """The httpx client of the running event loop, made on first use."""
+        """The httpx client of the running event loop, made on first use (`ready_pool()`
+        makes it off the event loop first)."""
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None or pool.is_closed:
-            # A pool's connections refer to their loop, so a closed loop (a finished test,
-            # asyncio.run() ended) stays a key until dropped here.
-            for old in [old for old in self._pools if old.is_closed()]:
-                del self._pools[old]
-            pool = self._pools[loop] = new_connection_pool()
+            pool = self._keep(loop, new_connection_pool())
+        return pool
+
+    async def ready_pool(self) -> Any:
+        """The running loop's pool, made in a worker thread if there is none yet; the
+        replies that start meanwhile wait for that one pool."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is not None and not pool.is_closed:
+            return pool
+        making = self._making.setdefault(loop, asyncio.Lock())
+        async with making:
+            pool = self._pools.get(loop)
+            if pool is None or pool.is_closed:
+                pool = self._keep(loop, await asyncio.to_thread(new_connection_pool))
+        return pool
+
+    def _keep(self, loop: asyncio.AbstractEventLoop, pool: Any) -> Any:
+        # A pool's connections refer to their loop, so a closed loop (a finished test,
+        # asyncio.run() ended) stays a key until dropped here.
+        for old in [old for old in self._pools if old.is_closed()]:
+            del self._pools[old]
+        self._pools[loop] = pool
         return pool
 
     async def aclose(self) -> None:
@@ -287,6 +313,7 @@ class HFBackend:
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # counted from the first failure: a cold first request
         backoff = self.first_backoff  # (imports, the pool's TLS context) is not a server's delay
+        await self.ready_pool()
         for attempt in range(1, self.max_attempts + 1):
             client = self._client(model_id)
             try:
