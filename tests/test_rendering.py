@@ -410,3 +410,18 @@ def test_reply_cut_inside_a_code_block_still_renders_as_code():
     html = render_markdown("Here:\n\n```python\ndef f():\n    return 1")
     assert '<div class="codehilite" data-lang="python">' in html and "```" not in html
     assert render_markdown("```\na\n```\ntext").count("codehilite") == 1
+
+
+def test_reused_parsers_carry_nothing_from_one_text_to_the_next():
+    """cmark parsers are kept and reused (chat/rendering/cmark.py): a link definition, an
+    open table or list of one text must not change how the next one renders."""
+    from chat.rendering import cmark
+
+    texts = ["[x]: https://a.example\n\nsee [x]", "see [x]", "| a | b |\n|---|---|\n| 1 | 2 |", "| 3 | 4 |",
+             "- one\n- two", "three", "```py\nopen fence", "after *the* fence", "<b>raw</b> html"]
+    alone = {text: cmark.to_html(text) for text in texts}
+    for order in (texts, texts[::-1], texts[1::2] + texts[::2]):
+        assert [cmark.to_html(text) for text in order] == [alone[text] for text in order]
+    assert "href" not in alone["see [x]"] and "<table>" not in alone["| 3 | 4 |"]
+    with cmark.Document("outer *a*") as outer, cmark.Document("inner **b**") as inner:
+        assert (outer.html(), inner.html()) == ("<p>outer <em>a</em></p>\n", "<p>inner <strong>b</strong></p>\n")

@@ -11,6 +11,7 @@ render the whole document or one block to HTML, with raw HTML turned into plain 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cffi
@@ -78,14 +79,40 @@ class Block:
     node: object
 
 
+_SPARE_PARSERS = 4  # kept per thread; more are only made while Documents are nested
+_spare = threading.local()
+
+
+def _take_parser() -> object:
+    """A parser with the GFM extensions attached: a spare one of this thread, or a new one.
+
+    Making one and attaching its four extensions was about a third of parsing a short
+    text (the streaming renderer parses on nearly every delta). `cmark_parser_finish`
+    hands the tree over and resets the parser (its extensions stay), so it can parse
+    the next text."""
+    spare = _spare.__dict__.setdefault("parsers", [])
+    if spare:
+        return spare.pop()
+    parser = _lib.cmark_parser_new(_OPTIONS)
+    for extension in _extensions:
+        _lib.cmark_parser_attach_syntax_extension(parser, extension)
+    return parser
+
+
+def _give_back(parser: object) -> None:
+    spare = _spare.__dict__.setdefault("parsers", [])
+    if len(spare) < _SPARE_PARSERS:
+        spare.append(parser)
+    else:
+        _lib.cmark_parser_free(parser)
+
+
 class Document:
     """A parsed text; free() it (or use it as a context manager) when done."""
 
     def __init__(self, text: str) -> None:
         data = text.encode("utf-8")
-        self._parser = _lib.cmark_parser_new(_OPTIONS)
-        for extension in _extensions:
-            _lib.cmark_parser_attach_syntax_extension(self._parser, extension)
+        self._parser = _take_parser()  # held until free(): html() needs its extensions
         _lib.cmark_parser_feed(self._parser, data, len(data))
         self._root = _lib.cmark_parser_finish(self._parser)
         if b"<" in data:
@@ -100,7 +127,7 @@ class Document:
     def free(self) -> None:
         if self._root is not None:
             _lib.cmark_node_free(self._root)
-            _lib.cmark_parser_free(self._parser)
+            _give_back(self._parser)
             self._root = self._parser = None
 
     def blocks(self) -> list[Block]:
