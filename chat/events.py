@@ -85,8 +85,10 @@ async def to_conversation(conversation_id: str, frame: dict, *, origin: str | No
 
 
 async def to_user_sockets(user_id: int, event: dict) -> None:
-    """An event other than a frame (e.g. `credentials.withdrawn`) for every socket of the user."""
-    await fanout.send(user_group(user_id), event)
+    """An event other than a frame (e.g. `credentials.withdrawn`) for every socket of the user.
+    Rare, and sent from code outside the server's loop too (`async_to_sync`, which ends its
+    loop on return): so it returns once the event is on its way to the other processes."""
+    await fanout.send(user_group(user_id), event, published=True)
 
 
 # --- What every tab hears about a conversation ---------------------------------------

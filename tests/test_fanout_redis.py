@@ -106,3 +106,69 @@ async def test_the_last_tab_leaving_unsubscribes_the_process(layers):
     await fanout.leave("conversation.c1", second)
     assert await subscribers(layers, "conversation.c1") == 0
     assert fanout.members("conversation.c1") == 0
+
+
+async def test_frames_sent_here_reach_the_other_process_all_and_in_order(layers):
+    """Sent without waiting for a round trip each (chat/fanout.py's outbox): none lost,
+    none reordered, also past the outbox's limit, where senders wait for room."""
+    other = other_process(layers)
+    elsewhere = await other.new_channel()
+    await other.group_add("conversation.many", elsewhere)
+    count = fanout._Outbox.LIMIT + 1000
+    try:
+        for seq in range(count):
+            await fanout.send("conversation.many", {"type": "frame.send", "seq": seq})
+        received = [(await asyncio.wait_for(other.receive(elsewhere), 10))["event"]["seq"] for _ in range(count)]
+        assert received == list(range(count))
+    finally:
+        await other.flush()
+
+
+async def test_redis_down_loses_no_local_frame_and_blocks_no_sender(settings, caplog):
+    layers = redis_layer_settings()
+    dead = {"address": "redis://127.0.0.1:9/0", "socket_timeout": 1, "socket_connect_timeout": 1}
+    layers["fanout"]["CONFIG"]["hosts"] = [dead]
+    settings.CHANNEL_LAYERS = layers
+    here = Tab("tab-here", expected=3)
+    fanout._members["conversation.down"] = {here: None}  # joined before Redis went away
+    try:
+        for text in ("a", "b", "c"):
+            await asyncio.wait_for(fanout.send("conversation.down", {"type": "frame.send", "text": text}), 5)
+        assert [event["text"] for event in here.events] == ["a", "b", "c"]
+        outbox = fanout._outboxes[asyncio.get_running_loop()]
+        while outbox.publisher is not None:
+            await asyncio.wait_for(asyncio.shield(outbox.publisher), 10)
+        warnings = [r for r in caplog.records if r.getMessage() == "frames not relayed to other processes"]
+        assert len(warnings) == 1
+    finally:
+        fanout._members.pop("conversation.down", None)
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+async def test_groups_joined_at_once_are_subscribed_together_and_all_hear_the_other_process(layers, monkeypatch):
+    first = Tab("tab-first")
+    await fanout.join("conversation.first", first)  # the relay is up, its connection made
+    shard = get_channel_layer("fanout")._get_layer()._shards[0]
+    commands = []
+    subscribe = shard._pubsub.subscribe
+
+    async def counted(*channels):
+        commands.append(len(channels))
+        return await subscribe(*channels)
+
+    monkeypatch.setattr(shard._pubsub, "subscribe", counted)
+    tabs = {f"conversation.g{i}": Tab(f"tab-{i}", expected=1) for i in range(200)}
+    other = other_process(layers)
+    try:
+        await asyncio.gather(*(fanout.join(group, tab) for group, tab in tabs.items()))
+        assert sum(commands) == 200 and len(commands) <= 3, commands
+        for group in tabs:
+            await other.group_send(group, {"type": fanout.RELAYED, "group": group, "process": "elsewhere",
+                                           "event": {"type": "frame.send", "text": group}})
+        await asyncio.wait_for(asyncio.gather(*(tab.all_in.wait() for tab in tabs.values())), 10)
+        assert all(tab.events == [{"type": "frame.send", "text": group}] for group, tab in tabs.items())
+        assert await subscribers(layers, "conversation.g199") == 1
+    finally:
+        for group, tab in [("conversation.first", first), *tabs.items()]:
+            await fanout.leave(group, tab)
+        await other.flush()

@@ -19,12 +19,14 @@ other way of stopping (SIGINT, a second SIGTERM), where it finds nothing left to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 
 from django.conf import settings
 
+from chat import fanout
 from chat.replies.task import running
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ async def interrupt_replies(timeout: float) -> int:
     for task in tasks:
         task.cancel()
     _, pending = await asyncio.wait(tasks, timeout=timeout)
+    # Their last frames, for tabs on other processes, leave before the process does.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(fanout.flushed(), max(0.1, timeout - (time.monotonic() - started)))
     logger.warning("replies interrupted by shutdown",
                    extra={"replies": len(tasks), "unfinished": len(pending),
                           "seconds": round(time.monotonic() - started, 3)})
