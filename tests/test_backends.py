@@ -145,22 +145,6 @@ async def test_hf_replies_and_titles_share_one_kept_alive_connection(hf, server)
     assert hf.connection_pool() is hf.connection_pool()
 
 
-async def test_hf_every_connection_of_a_burst_is_kept_for_the_next_burst(hf, server):
-    burst = 40  # more than the 32 connections the pool used to keep
-
-    async def together() -> None:
-        results = await asyncio.gather(*(collect(hf.stream(MODEL, ask("#tokens=3 #delay=0.05"), max_tokens=8))
-                                         for _ in range(burst)))
-        assert all(error is None for _, error in results)
-
-    await together()
-    await together()
-    records = await asyncio.to_thread(server.settled, 2 * burst)
-    first = {record.peer for record in records[:burst]}
-    assert len(first) == burst  # each stream of a burst has its own connection
-    assert {record.peer for record in records[burst:]} == first  # and the next burst opened none
-
-
 async def test_hf_pool_is_made_once_and_off_the_event_loop(hf, server, monkeypatch):
     """Its TLS contexts load the system's certificates: tens of milliseconds that on the
     event loop would stall every socket of the process at its first reply."""
