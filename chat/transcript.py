@@ -11,7 +11,7 @@ exercise it without a database.
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,15 @@ class Message:
     model: str | None = None
     status: str | None = None
     error: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form. Not `dataclasses.asdict`, which deep-copies every field: 9.4 µs
+        a message against 0.3 µs, and every write serialises the whole tree, so a turn
+        in a 200-message conversation spent 1.9 ms more of the worker thread, holding
+        the GIL the event loop needs."""
+        return {"id": self.id, "parent": self.parent, "role": self.role, "content": self.content,
+                "created_at": self.created_at, "model": self.model, "status": self.status,
+                "error": dict(self.error) if self.error is not None else None}
 
 
 @dataclass
@@ -148,7 +157,7 @@ class Transcript:
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": FORMAT_VERSION, **self.metadata(), "user_id": self.user_id,
-                "active_leaf": self.active_leaf, "messages": [asdict(m) for m in self.messages.values()]}
+                "active_leaf": self.active_leaf, "messages": [m.to_dict() for m in self.messages.values()]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transcript:

@@ -1,6 +1,7 @@
 """The message tree: branches from edits and regenerations, and its stored form."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -153,3 +154,16 @@ def test_broken_tree_rejected():
         Transcript.from_dict({**data, "messages": list(reversed(data["messages"]))})
     with pytest.raises(ValueError):
         Transcript.from_dict({k: v for k, v in data.items() if k != "title"})
+
+
+def test_stored_message_has_every_field_and_shares_no_error_dict():
+    """Message.to_dict is written by hand (dataclasses.asdict was 30× slower): a field
+    added to Message must not be left out of what is stored."""
+    t = Transcript.new("c1", 7, "m")
+    reply = t.add_message(t.add_message(None, "user", "hi").id, "assistant", "cut", model="m", status="failed")
+    reply.error = {"code": "model_failed", "message": "boom"}
+    stored = reply.to_dict()
+    assert set(stored) == set(dataclasses.asdict(reply))
+    assert stored == dataclasses.asdict(reply)
+    stored["error"]["code"] = "changed"
+    assert reply.error["code"] == "model_failed"
