@@ -7,6 +7,7 @@ transcript store) runs in threads via `chat.blocking.run_blocking`.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable
@@ -93,6 +94,13 @@ class Turn:
     @property
     def conversation_id(self) -> str:
         return self.row.pk
+
+    async def begin(self) -> Turn:
+        """Send the model its request before the turn's frames are made (ReplyTask.begin_stream),
+        and let that request go out now; `start()` must follow."""
+        self.reply.begin_stream()
+        await asyncio.sleep(0)  # the stream task runs until it waits for the model's answer
+        return self
 
     async def start(self) -> None:
         """Tell every tab, then hand the reply to its own task."""
@@ -183,7 +191,9 @@ async def _start_new_conversation(user, content: str, model: str, origin, ref) -
     row, transcript, message = await run_blocking(_charged(conversations.create_conversation), user, model,
                                                   user, model, content, before_insert=hold, index_later=index_later)
     task = _reply_task(row, reply_id, channel, transcript, message, index_later)
-    return Turn(row, task, created=True, user_message=message_dict(transcript, message), origin=origin, ref=ref)
+    turn = await Turn(row, task, created=True, origin=origin, ref=ref).begin()
+    turn.user_message = message_dict(transcript, message)
+    return turn
 
 
 def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Transcript, parent: Message,
@@ -236,8 +246,9 @@ async def _charged_turn(user, row: Conversation, mutate, origin, ref, *, model: 
             row = await get_row(user, row.pk)
             continue
         task = _reply_task(row, reply_id, channel, transcript, message, index_later)
-        shown = message_dict(transcript, message) if announce_user_message else None
-        return Turn(row, task, user_message=shown, origin=origin, ref=ref)
+        turn = await Turn(row, task, origin=origin, ref=ref).begin()
+        turn.user_message = message_dict(transcript, message) if announce_user_message else None
+        return turn
     raise _busy()
 
 
@@ -347,7 +358,7 @@ async def continue_reply(user, conversation_id: str, message_id: str | None, *, 
     task = ReplyTask(row=row, reply_id=message.id, parent_id=message.parent, model=row.model,
                      model_messages=transcript.model_messages(), channel=channel, prefix=message.content,
                      user=row.owner_id)
-    return Turn(row, task, origin=origin, ref=ref)
+    return await Turn(row, task, origin=origin, ref=ref).begin()
 
 
 async def switch_branch(user, conversation_id: str, message_id: str, *, origin=None, ref=None) -> None:

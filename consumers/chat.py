@@ -128,25 +128,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def message_send(self, request: Request) -> None:
         turn = await services.send_message(self.user, request["conversation"], request["content"], request["model"],
                                            origin=self.channel_name, ref=request.ref)
-        await self.feed.watch(turn.conversation_id)
-        await turn.start()
+        await self._run(turn)
 
     async def message_edit(self, request: Request) -> None:
         turn = await services.edit_message(self.user, request["conversation"], request["message"], request["content"],
                                            origin=self.channel_name, ref=request.ref)
-        await self.feed.watch(turn.conversation_id)
-        await turn.start()
+        await self._run(turn)
 
     async def message_regenerate(self, request: Request) -> None:
         turn = await services.regenerate(self.user, request["conversation"], origin=self.channel_name, ref=request.ref)
-        await self.feed.watch(turn.conversation_id)
-        await turn.start()
+        await self._run(turn)
 
     async def message_continue(self, request: Request) -> None:
         turn = await services.continue_reply(self.user, request["conversation"], request["message"],
                                              origin=self.channel_name, ref=request.ref)
-        await self.feed.watch(turn.conversation_id)
-        await turn.start()
+        await self._run(turn)
+
+    async def _run(self, turn: services.Turn) -> None:
+        """Watch the turn's conversation, then start its reply: started whatever happens,
+        since its model request is already on its way (services.Turn.begin)."""
+        try:
+            await self.feed.watch(turn.conversation_id)
+        finally:
+            await turn.start()
 
     async def branch_switch(self, request: Request) -> None:
         await services.switch_branch(self.user, request["conversation"], request["message"],

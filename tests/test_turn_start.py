@@ -33,6 +33,37 @@ async def test_the_first_token_of_a_burst_goes_out_alone():
     await socket.close()
 
 
+async def test_the_model_request_goes_out_before_the_turns_frames_are_made(monkeypatch):
+    """The model reads the prompt while this process announces the user message and starts
+    the reply (services.Turn.begin); the frames still come in their order."""
+    from chat import events
+    from chat.backends.remote import HFBackend
+
+    order = []
+    connect, message_created = HFBackend._connect, events.message_created
+
+    async def connecting(self, model_id, messages, max_tokens):
+        order.append(("model request", messages[-1]["content"]))
+        return await connect(self, model_id, messages, max_tokens)
+
+    async def announcing(row, message, **kwargs):
+        order.append(("message.created", message["content"]))
+        return await message_created(row, message, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "_connect", connecting)
+    monkeypatch.setattr(events, "message_created", announcing)
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation()
+    await socket.send("message.send", conversation=conversation_id, content="#tokens=5")
+    frames = [await socket.receive("message.created"), await socket.receive("reply.started")]
+    text, final = await socket.reply_text()
+    assert [event for event, content in order if content == "#tokens=5"] == ["model request", "message.created"]
+    assert [frame["type"] for frame in frames] == ["message.created", "reply.started"]
+    assert final["type"] == "reply.completed" and text == " ".join(f"w{i}" for i in range(5))
+    await socket.close()
+
+
 @pytest.fixture
 def system_prompt_changed_during_the_write(monkeypatch):
     """Another writer changes the system prompt just before this turn's first write lands,

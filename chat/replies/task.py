@@ -94,6 +94,17 @@ class ReplyTask:
         task.add_done_callback(lambda _: running.pop(self.reply_id, None))
         return task
 
+    def begin_stream(self) -> None:
+        """Send the model its request now, ahead of `run()`.
+
+        The turn's own work after the store (the user message's frame, the sidebar
+        events, the socket joining the conversation, the reply's start) took about
+        1.2 ms of the event loop, and the model's request waited behind it. Sent first,
+        the model reads the prompt meanwhile; what it writes waits in `_pending` until
+        `run()` has sent `reply.started`, so the frames keep their order (bench §3)."""
+        if self._stream_task is None:
+            self._stream_task = asyncio.create_task(self._stream(), name=f"reply-stream-{self.reply_id}")
+
     def stop(self) -> None:
         self.stopped = True
         if self._stream_task:
@@ -120,7 +131,7 @@ class ReplyTask:
         try:
             await self._broadcast(self._started_frame())
             sender = asyncio.create_task(self._send_loop())
-            self._stream_task = asyncio.create_task(self._stream())
+            self.begin_stream()
             if self.stopped:  # a stop that came before the stream existed
                 self._stream_task.cancel()
             try:
