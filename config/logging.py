@@ -138,6 +138,10 @@ def logging_config(fmt: str, level: str) -> dict:
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "django.channels.server": {"level": "WARNING"},
+            # httpx2 logs every model request at INFO ("HTTP Request: POST …"): a second line
+            # per reply and per title next to our own "reply started"/"reply ended", which
+            # say more (conversation, model, outcome), and 13 µs of the loop each.
+            "httpx2": {"level": "WARNING"},
             # Only our handler: Django's own console handler (DEBUG=1) would print its
             # records a second time, unformatted and unredacted.
             "django": {"handlers": [], "level": "INFO", "propagate": True},

@@ -278,6 +278,8 @@ async def test_socket_events_are_logged_with_fields_and_never_the_words(caplog):
     refused = find("request refused")
     assert (refused.frame, refused.code) == ("conversation.open", "not_found")
     assert find("socket closed").user == user.pk
+    # The reply's and the title's model requests: no line each from httpx2 ("HTTP Request: POST …").
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("httpx")] == []
     for rec in caplog.records:
         if rec.levelno >= logging.INFO:
             assert "private question" not in KeyValueFormatter().format(rec), rec.getMessage()
