@@ -90,7 +90,8 @@ async def send(group: str, event: dict, *, published: bool = False) -> None:
     if layer is not None:
         try:
             outbox = _outbox(layer)
-            await outbox.put(group, {"type": RELAYED, "group": group, "process": _PROCESS, "event": event})
+            # "process" first: its packed bytes then start with this process's id (see _Relay.drop_own).
+            await outbox.put(group, {"process": _PROCESS, "type": RELAYED, "group": group, "event": event})
             if published:
                 await outbox.flushed()
         except Exception:
@@ -262,8 +263,43 @@ class _Relay:
         self.subscribing: dict[object, _Subscription] = {}  # by shard: the groups of its next SUBSCRIBE
 
     async def start(self) -> None:
-        self.channel = await _layer().new_channel()
+        layer = _layer()
+        self.channel = await layer.new_channel()
+        self.drop_own(layer)
         self.task = asyncio.create_task(self._listen(), name="fanout-relay")
+
+    @staticmethod
+    def drop_own(layer) -> None:
+        """Drop this process's own frames as Redis hands them back, before they are queued
+        and decoded.
+
+        The process is subscribed to each group for its own sockets, so every frame it
+        publishes comes back to it. Each one was queued for the relay's task, woke it,
+        was unpacked (the frame's text, twice with a `ref`) and then skipped: with a tab
+        on each of two processes, half of what a process received. Its packed bytes start
+        with this process's id (`send` puts it first), which the shard's receiver checks.
+        Where the serializer encrypts or prefixes messages, the prefix is not found and
+        `_listen` skips them after decoding, as before."""
+        packed = layer.serialize({"process": _PROCESS, "type": RELAYED, "group": "", "event": None})  # send's shape
+        mark = packed.find(_PROCESS.encode())
+        if mark < 0:
+            return
+        own = packed[:mark + len(_PROCESS)]
+        loop_layer = layer._get_layer()
+        if not hasattr(loop_layer, "_shards"):  # fail loudly on an upgrade
+            raise RuntimeError("channels_redis's pub/sub layer no longer has _shards: chat/fanout.py must be adapted")
+        for shard in loop_layer._shards:
+            if getattr(shard, "drops_own", None) == own:
+                continue
+            receive = shard._receive_message
+
+            def receive_unless_own(message, receive=receive) -> None:
+                data = message.get("data") if message is not None else None
+                if not (isinstance(data, bytes) and data.startswith(own)):
+                    receive(message)
+
+            shard._receive_message = receive_unless_own
+            shard.drops_own = own
 
     async def join(self, group: str) -> None:
         """Subscribe this process to `group`, in one SUBSCRIBE with the groups joined meanwhile.

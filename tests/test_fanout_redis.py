@@ -124,6 +124,30 @@ async def test_frames_sent_here_reach_the_other_process_all_and_in_order(layers)
         await other.flush()
 
 
+async def test_a_process_drops_its_own_frames_coming_back_before_decoding_them(layers, monkeypatch):
+    """Subscribed for its own tab, the process hears its own frames again from Redis: they
+    are dropped as they arrive (the tab had them directly), the other process's are not."""
+    layer = get_channel_layer("fanout")
+    decoded = []
+    deserialize = layer.deserialize
+    monkeypatch.setattr(layer, "deserialize", lambda data: decoded.append(data) or deserialize(data))
+    tab = Tab("tab-echo", expected=51)
+    await fanout.join("conversation.echo", tab)
+    other = other_process(layers)
+    try:
+        for seq in range(50):
+            await fanout.send("conversation.echo", {"type": "frame.send", "seq": seq})
+        await fanout.flushed()  # published: Redis hands them back before the other process's frame
+        await other.group_send("conversation.echo", {"type": fanout.RELAYED, "group": "conversation.echo",
+                                                     "process": "elsewhere", "event": {"seq": 50}})
+        await asyncio.wait_for(tab.all_in.wait(), 10)
+        assert [event["seq"] for event in tab.events] == list(range(51))
+        assert len(decoded) == 1
+    finally:
+        await fanout.leave("conversation.echo", tab)
+        await other.flush()
+
+
 async def test_redis_down_loses_no_local_frame_and_blocks_no_sender(settings, caplog):
     layers = redis_layer_settings()
     dead = {"address": "redis://127.0.0.1:9/0", "socket_timeout": 1, "socket_connect_timeout": 1}
