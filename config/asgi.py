@@ -12,7 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.conf import settings  # noqa: E402
 
 from chat.replies import shutdown  # noqa: E402
-from config import autobahn_debug, backpressure, compression, frame_writer, shared_frames, transport  # noqa: E402
+from config import autobahn_debug, backpressure, compression, frame_writer, inbox, shared_frames, transport  # noqa: E402
 from config.logging import install_access_log_redaction  # noqa: E402
 from consumers.auth import socket_auth  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
@@ -27,6 +27,7 @@ application = ProtocolTypeRouter(
 if "daphne.server" in sys.modules:
     transport.install()
     autobahn_debug.install()
+    inbox.install()  # before frame_writer, which wraps create_application
     frame_writer.install()
     shared_frames.install()  # before backpressure, whose bound is checked first
     backpressure.install(settings.CHAT_MAX_SOCKET_BUFFER_BYTES)
