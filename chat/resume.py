@@ -90,6 +90,11 @@ class ConversationFeed:
         # the consumer's one-at-a-time receive loop).
         self._loading: list[dict] | None = None
 
+    @property
+    def expecting_answer(self) -> bool:
+        """Whether something is due on the socket's channel: a snapshot, or a resume timer."""
+        return self._joining is not None or self._recheck is not None
+
     async def watch(self, conversation_id: str) -> None:
         """Follow `conversation_id` instead of the conversation watched so far."""
         if self.watching == conversation_id:
@@ -197,4 +202,6 @@ class ConversationFeed:
 
     async def _expire(self, token: object, delay: float | None = None) -> None:
         await asyncio.sleep(settings.CHAT_RESUME_TIMEOUT if delay is None else delay)
-        await events.expire_resume(self.channel, id(token))
+        if any(pending is not None and pending.token is token for pending in (self._joining, self._recheck)):
+            # Only while it is still awaited: the socket reads its channel only then.
+            await events.expire_resume(self.channel, id(token))

@@ -8,9 +8,12 @@ what this socket shows of the conversation it watches is chat/resume.py's job.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import credentials, events, protocol, services
@@ -20,6 +23,7 @@ from chat.protocol import Request
 from chat.ratelimit import SlidingWindowLimiter
 from chat.resume import ConversationFeed
 from chat.wire import text_writer
+from consumers.listening import dispatch_events
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
     feed: ConversationFeed | None = None
     _before_hello: list[dict] | None = None  # events held while the hello frame is being built
     _write_text = None  # the server's direct writer (chat/wire.py), if it offers one
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' `__call__`, except that the socket's channel is read only while an answer
+        is due on it (consumers/listening.py): an idle socket keeps no receive pending there."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        try:
+            await dispatch_events(receive, partial(self.channel_layer.receive, self.channel_name), self.dispatch,
+                                  self._channel_due)
+        except StopConsumer:
+            pass
+
+    def _channel_due(self) -> bool:
+        return self.feed is not None and self.feed.expecting_answer
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch without its `close_old_connections` before every event.
