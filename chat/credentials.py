@@ -19,7 +19,8 @@ import logging
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
@@ -46,6 +47,23 @@ def token_for(raw: str) -> ApiToken | None:
         return None
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
     return token
+
+
+def session_user(session_key: str | None):
+    """The user a session cookie's key names (AnonymousUser if none), verified as
+    django.contrib.auth.get_user verifies it: a known backend, and the hash of the user's
+    current password. Read-only: unlike get_user it never flushes or rotates the session,
+    because a socket cannot hand the browser a new cookie. Blocking."""
+    if not session_key:
+        return AnonymousUser()
+    data = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key).load()
+    backend_path = data.get(BACKEND_SESSION_KEY)
+    if SESSION_KEY not in data or backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    user = load_backend(backend_path).get_user(get_user_model()._meta.pk.to_python(data[SESSION_KEY]))
+    if user is None or not constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return AnonymousUser()
+    return user
 
 
 def _session_is_users(session_key: str, user) -> bool:

@@ -1,13 +1,18 @@
 """Who may open the chat socket: session cookie with a known Origin, or an API token."""
 from __future__ import annotations
 
+import gc
 import io
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.sessions.models import Session
 from django.core.management import call_command
 
 from chat.models import ApiToken, hash_token
+from tests.conftest import session_cookie
 from tests.sockets import ChatSocket, bearer, create_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
@@ -28,6 +33,16 @@ async def test_session_cookie_with_own_origin_is_accepted():
                                              headers=[(b"host", b"localhost:8000")])
     assert outcome == "hello" and socket.hello["user"] == {"id": user.pk, "username": "alice"}
     await socket.close()
+
+
+async def test_a_session_made_before_the_password_changed_is_refused_and_left_to_the_pages():
+    """Django's check (the session carries the password's hash), without flushing the session:
+    only an HTTP response could hand the browser a new cookie."""
+    user = await create_user()
+    cookie = await sync_to_async(session_cookie)(user)
+    await sync_to_async(get_user_model().objects.filter(pk=user.pk).update)(password=make_password("another one"))
+    assert await ChatSocket.attempt(None, headers=[(b"cookie", cookie)]) == ("closed", 4401)
+    assert await sync_to_async(Session.objects.count)() == 1
 
 
 @pytest.mark.parametrize("origin", [b"https://evil.example", b"http://localhost.evil.example", b"null"])
@@ -98,4 +113,16 @@ async def test_create_token_command_prints_a_working_token_and_stores_only_its_h
     assert raw not in {str(value) for value in stored[0].values()}
     outcome, socket = await ChatSocket.attempt(None, origin=None, headers=bearer(raw))
     assert outcome == "hello" and socket.hello["user"]["id"] == user.pk
+    await socket.close()
+
+
+async def test_an_open_socket_holds_few_copies_of_its_handshake_scope():
+    """Each middleware that copies the scope keeps its copy on the stack for the socket's
+    life: one for authentication (consumers/auth.py) and one for the URL route, not five."""
+    socket = await ChatSocket.connect(await create_user())
+    await socket.send("ping")
+    await socket.receive("pong")
+    headers = socket.communicator.scope["headers"]
+    copies = [ref for ref in gc.get_referrers(headers) if isinstance(ref, dict) and ref.get("headers") is headers]
+    assert len(copies) - 1 <= 2  # besides the server's own scope
     await socket.close()
