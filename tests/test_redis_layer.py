@@ -23,6 +23,14 @@ async def test_the_layer_in_use_is_redis(make_user):
     assert type(get_channel_layer()).__name__ == "RedisChannelLayer"
 
 
+def test_redis_replies_are_parsed_by_hiredis():
+    """Every frame relayed between processes is a Redis reply to parse: hiredis does it in C
+    (pinned in requirements.txt); redis-py silently falls back to Python without it."""
+    from redis.asyncio.connection import Connection
+
+    assert type(Connection()._parser).__name__ == "_AsyncHiredisParser"
+
+
 async def test_tab_joining_mid_reply_gets_exact_text_over_redis(make_user):
     user = await sync_to_async(make_user)("alice")
     first, second = await ChatSocket.connect(user), await ChatSocket.connect(user)
