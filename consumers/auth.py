@@ -106,7 +106,7 @@ class SocketAuth:
     one, and lets origin-less clients through to the token check. One middleware, one
     copy of the scope and one trip to the database: Channels' AuthMiddlewareStack is
     three middlewares (cookies, session, user), each copying the scope and staying on
-    the stack with its copy for the socket's whole life, about 4 KB per idle socket."""
+    the stack with its copy for the socket's whole life: about 5 KB of every idle socket."""
 
     def __init__(self, application) -> None:
         self.application = application
