@@ -49,20 +49,29 @@ async def make_title(row: Conversation, model: str, user_text: str, reply_text: 
         raw = ""
     title = clean_title(raw.replace("\x00", ""), user_text)  # PostgreSQL refuses NUL in text (issue 16)
     try:
-        await run_blocking(_set_title_once, row, title)
+        fresh = await run_blocking(_set_title_once, row, title)
     except ChatError:
         return
+    if not fresh:  # the title is stored; tabs that missed it see it when they resynchronise
+        return
     try:
-        # The row was read when the reply started: pin, archive and share may have changed since.
-        await run_blocking(row.refresh_from_db, fields=["pinned", "archived", "share_token_hash"])
         await events.conversation_updated(row)
-    except Exception:  # the title is stored; tabs that missed it see it when they resynchronise
+    except Exception:
         logger.warning("title not announced", exc_info=True, extra={"conversation": row.pk})
 
 
-def _set_title_once(row: Conversation, title: str) -> None:
+def _set_title_once(row: Conversation, title: str) -> bool:
+    """Store the title unless the conversation has one, then re-read the row's pin, archive
+    and share (changed since the reply started?) for the sidebar event; False if that read
+    failed. One worker-thread call, not two: each costs a thread hop."""
     def set_if_untitled(transcript: Transcript) -> None:
         if not transcript.title:
             transcript.title = title
 
     conversations.update_transcript(row, set_if_untitled, touch=False)
+    try:
+        row.refresh_from_db(fields=["pinned", "archived", "share_token_hash"])
+    except Exception:
+        logger.warning("title not announced", exc_info=True, extra={"conversation": row.pk})
+        return False
+    return True
