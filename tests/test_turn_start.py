@@ -1,5 +1,5 @@
-"""How a turn starts its reply (issue 14, time to first token): its count, claim and
-write are one worker-thread call, the first token goes out alone, and a turn that changes
+"""How a turn starts its reply (issue 14, time to first token): the conversation's row,
+its count, claim and write are one worker-thread call, the first token goes out alone, and a turn that changes
 or fails during its write never shows a reply to the wrong messages."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import quotas
+from chat import quotas, services
 from chat.models import Conversation
 from chat.store import StorageUnavailable, get_store
 from chat.store.contract import encode
@@ -133,4 +133,53 @@ async def test_a_turn_that_cannot_be_written_gets_no_reply_costs_nothing_and_fre
     await socket.send("message.send", conversation=conversation_id, content="after")
     text, final = await socket.reply_text()
     assert final["type"] == "reply.completed" and text == "Echo: after"
+    await socket.close()
+
+
+def record_calls(monkeypatch) -> list[str]:
+    """The names of the functions chat/services.py hands to a worker thread, in order."""
+    calls: list[str] = []
+    run = services.run_blocking
+
+    async def recording(function, *args, **kwargs):
+        calls.append(getattr(function, "func", function).__name__)
+        return await run(function, *args, **kwargs)
+
+    monkeypatch.setattr(services, "run_blocking", recording)
+    return calls
+
+
+@pytest.mark.parametrize("frame", ["message.send", "message.edit", "message.regenerate"])
+async def test_a_turn_in_a_conversation_starts_with_one_worker_call(monkeypatch, frame):
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation("first question")
+    first = get_store().load(user.pk, conversation_id).active_branch()[0]
+    calls = record_calls(monkeypatch)
+    fields = {"message.send": {"content": "second question"}, "message.regenerate": {},
+              "message.edit": {"message": first.id, "content": "other words"}}[frame]
+    await socket.send(frame, conversation=conversation_id, **fields)
+    text, final = await socket.reply_text()
+    assert final["type"] == "reply.completed" and text.startswith("Echo: ")
+    assert calls == ["_load_charge_claim_store"]
+    assert final["message"]["id"] in get_store().load(user.pk, conversation_id).messages
+    await socket.close()
+
+
+async def test_a_turn_in_another_users_conversation_is_not_found_and_charges_nothing(settings):
+    settings.HF_DAILY_REQUESTS_PER_USER = 10
+    owner = await create_user("owner")
+    other = await create_user("other")
+    owner_socket = await ChatSocket.connect(owner)
+    conversation_id = await owner_socket.new_conversation()
+    socket = await ChatSocket.connect(other)
+    used = await sync_to_async(quotas._used)(other.pk)
+    ref = await socket.send("message.send", conversation=conversation_id, content="not mine")
+    error = await socket.receive("error", ref=ref)
+    assert error["code"] == "not_found"
+    assert await socket.nothing_more()
+    assert await sync_to_async(quotas._used)(other.pk) == used
+    stored = await sync_to_async(get_store().load)(owner.pk, conversation_id)
+    assert [m.content for m in stored.active_branch()] == ["hello there world", "Echo: hello there world"]
+    await owner_socket.close()
     await socket.close()
