@@ -213,6 +213,11 @@ def _reply_task(row: Conversation, reply_id: str, channel: str, transcript: Tran
                      after_first_delta=index_later)
 
 
+# What a turn checks once its conversation's row is read, in the worker call that starts it
+# (`_charged_turn`): the model to charge and the change to store.
+Prepare = Callable[[Conversation], tuple[str, Callable[[Transcript], Message]]]
+
+
 class _ModelChanged(Exception):
     """Another tab switched the conversation's model between the charge and the write."""
 
@@ -220,8 +225,8 @@ class _ModelChanged(Exception):
 MODEL_CHANGE_RETRIES = 3
 
 
-async def _charged_turn(user, conversation_id: str, prepare: Callable[[Conversation], tuple[str, Callable]],
-                        origin, ref, *, announce_user_message: bool = True, parent_id: str = "") -> Turn:
+async def _charged_turn(user, conversation_id: str, prepare: Prepare, origin, ref, *,
+                        announce_user_message: bool = True, parent_id: str = "") -> Turn:
     """Read the conversation, charge the model that will run, then claim and store: one
     worker-thread call (`_load_charge_claim_store`).
 
@@ -252,7 +257,7 @@ async def _charged_turn(user, conversation_id: str, prepare: Callable[[Conversat
     raise _busy()
 
 
-def _load_charge_claim_store(user, conversation_id: str, prepare, reply_id: str, channel: str,
+def _load_charge_claim_store(user, conversation_id: str, prepare: Prepare, reply_id: str, channel: str,
                              index_later: list[Callable[[], None]], parent_id: str,
                              ) -> tuple[Conversation, Transcript, Message]:
     """The blocking part of a turn's start in one call, not two (the row, then the rest):
@@ -337,7 +342,7 @@ async def regenerate(user, conversation_id: str, *, origin=None, ref=None) -> Tu
                                announce_user_message=False)
 
 
-def _on_its_model(user, mutate: Callable[[Transcript], Message]) -> Callable[[Conversation], tuple[str, Callable]]:
+def _on_its_model(user, mutate: Callable[[Transcript], Message]) -> Prepare:
     """`_charged_turn`'s `prepare` for a turn on the conversation's own model."""
     def prepare(row: Conversation) -> tuple[str, Callable[[Transcript], Message]]:
         _check_room(user, row.model)

@@ -68,6 +68,19 @@ def session_cookie(user) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
+def record_worker_calls(monkeypatch, module) -> list[str]:
+    """The names of the functions `module` hands to a worker thread (its `run_blocking`), in order."""
+    calls: list[str] = []
+    run = module.run_blocking
+
+    async def recording(function, *args, **kwargs):
+        calls.append(getattr(function, "func", function).__name__)  # a partial: its function's name
+        return await run(function, *args, **kwargs)
+
+    monkeypatch.setattr(module, "run_blocking", recording)
+    return calls
+
+
 @pytest.fixture
 async def no_reply_left_running():
     """After the test, passed or failed: close the sockets it left open and wait for its replies,

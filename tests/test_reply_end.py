@@ -11,29 +11,17 @@ from chat.models import Conversation
 from chat.replies import task as reply_task
 from chat.replies import titling
 from chat.store import get_store
+from tests.conftest import record_worker_calls
 from tests.sockets import ChatSocket, create_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
-
-
-def record_calls(monkeypatch, module) -> list[str]:
-    """The names of the functions `module` hands to a worker thread, in order."""
-    calls: list[str] = []
-    run = module.run_blocking
-
-    async def recording(function, *args, **kwargs):
-        calls.append(getattr(function, "func", function).__name__)  # a partial: its function's name
-        return await run(function, *args, **kwargs)
-
-    monkeypatch.setattr(module, "run_blocking", recording)
-    return calls
 
 
 async def test_a_finished_reply_is_stored_freed_and_shown_in_one_worker_call(monkeypatch):
     user = await create_user()
     socket = await ChatSocket.connect(user)
     conversation_id = await socket.new_conversation()  # titled: the next reply asks for no title
-    calls = record_calls(monkeypatch, reply_task)
+    calls = record_worker_calls(monkeypatch, reply_task)
     await socket.send("message.send", conversation=conversation_id, content="#tokens=5")
     text, final = await socket.reply_text()
     assert final["type"] == "reply.completed" and final["message"]["content"] == text
@@ -50,7 +38,7 @@ async def test_a_finished_reply_is_stored_freed_and_shown_in_one_worker_call(mon
 async def test_a_title_is_stored_and_its_row_reread_in_one_worker_call(monkeypatch):
     user = await create_user()
     socket = await ChatSocket.connect(user)
-    calls = record_calls(monkeypatch, titling)
+    calls = record_worker_calls(monkeypatch, titling)
     await socket.send("message.send", conversation=None, content="name this conversation")
     conversation_id = (await socket.receive("conversation.created"))["conversation"]["id"]
     await socket.reply_text()

@@ -1,6 +1,7 @@
 """How a turn starts its reply (issue 14, time to first token): the conversation's row,
-its count, claim and write are one worker-thread call, the first token goes out alone, and a turn that changes
-or fails during its write never shows a reply to the wrong messages."""
+its count, claim and write are one worker-thread call, the first token goes out alone,
+and a turn that changes or fails during its write never shows a reply to the wrong
+messages."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from chat import quotas, services
 from chat.models import Conversation
 from chat.store import StorageUnavailable, get_store
 from chat.store.contract import encode
+from tests.conftest import record_worker_calls
 from tests.sockets import ChatSocket, create_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_reply_left_running")]
@@ -136,26 +138,13 @@ async def test_a_turn_that_cannot_be_written_gets_no_reply_costs_nothing_and_fre
     await socket.close()
 
 
-def record_calls(monkeypatch) -> list[str]:
-    """The names of the functions chat/services.py hands to a worker thread, in order."""
-    calls: list[str] = []
-    run = services.run_blocking
-
-    async def recording(function, *args, **kwargs):
-        calls.append(getattr(function, "func", function).__name__)
-        return await run(function, *args, **kwargs)
-
-    monkeypatch.setattr(services, "run_blocking", recording)
-    return calls
-
-
 @pytest.mark.parametrize("frame", ["message.send", "message.edit", "message.regenerate"])
 async def test_a_turn_in_a_conversation_starts_with_one_worker_call(monkeypatch, frame):
     user = await create_user()
     socket = await ChatSocket.connect(user)
     conversation_id = await socket.new_conversation("first question")
     first = get_store().load(user.pk, conversation_id).active_branch()[0]
-    calls = record_calls(monkeypatch)
+    calls = record_worker_calls(monkeypatch, services)
     fields = {"message.send": {"content": "second question"}, "message.regenerate": {},
               "message.edit": {"message": first.id, "content": "other words"}}[frame]
     await socket.send(frame, conversation=conversation_id, **fields)

@@ -319,32 +319,35 @@ class ReplyTask:
             last = attempt == STORE_ATTEMPTS - 1
             try:
                 shown = await run_blocking(store_release_show, self.row, self.reply_id, self.parent_id, content,
-                                           model=self.model, status=status, error=error, release_on_failure=last)
+                                           model=self.model, status=status, error=error, last_attempt=last)
                 self._stored = True
                 return shown
             except ChatError as failure:
-                if failure.code != "storage_unavailable" or last:
+                if not will_retry(failure, last):
                     logger.error("reply not stored", extra={"conversation": self.conversation_id, "code": failure.code})
-                    if not last:  # not released by the failed call
-                        await run_blocking(claim.release, self.row, self.reply_id)
                     return None
                 await asyncio.sleep(settings.CHAT_REPLY_STORE_BACKOFF * 2**attempt)
         return None
 
 
+def will_retry(failure: ChatError, last_attempt: bool) -> bool:
+    """Whether a failed store of a finished reply is tried again: while storage is down."""
+    return failure.code == "storage_unavailable" and not last_attempt
+
+
 def store_release_show(row: Conversation, reply_id: str, parent_id: str, content: str, *, model: str, status: str,
-                       error: dict | None, release_on_failure: bool) -> dict:
+                       error: dict | None, last_attempt: bool) -> dict:
     """Store a finished reply, free its conversation and render it for the tabs: one worker-thread
     call instead of three, since each call costs a thread hop (about 0.1 ms of CPU here) on top
     of its work, and the reply's end waited for all three in turn.
 
-    A store that fails with a ChatError frees the conversation only with `release_on_failure`
-    (its last attempt): an earlier one is tried again, still holding it."""
+    A store that fails frees the conversation unless it will be tried again (`will_retry`):
+    then the conversation stays claimed by the reply until its next attempt."""
     try:
         transcript, message = conversations.append_message(row, parent_id, "assistant", content, message_id=reply_id,
                                                            model=model, status=status, error=error)
-    except ChatError:
-        if release_on_failure:
+    except ChatError as failure:
+        if not will_retry(failure, last_attempt):
             claim.release(row, reply_id)
         raise
     try:
