@@ -14,7 +14,9 @@ what is over its capacity: two processes relaying 100 replies each fell seconds
 behind and lost thousands of deltas (docs/benchmarks.md, issue 14). A PUBLISH per
 frame is pushed to every subscribed process at once and read in bulk, in order per
 publisher; a frame lost while Redis is unreachable shows up as a `seq` gap, which the
-page repairs by asking for the conversation's state.
+page repairs by asking for the conversation's state. The layer gives the channel names,
+shards and serializer; the connections that publish and subscribe are
+chat/redis_link.py's, which write and read Redis's protocol in bulk.
 
 Without a `fanout` layer (the embedded in-memory default) there are no other
 processes, and fan-out uses no layer at all. Events that must reach a socket by its
@@ -24,12 +26,13 @@ own channel (a reply's snapshot, a resume timer) go through the default layer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from typing import Protocol
 
 from channels.layers import channel_layers
+
+from chat.redis_link import Publisher, Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ async def send(group: str, event: dict, *, published: bool = False) -> None:
             # "process" first: its packed bytes then start with this process's id (see _Relay.drop_own).
             await outbox.put(group, {"process": _PROCESS, "type": RELAYED, "group": group, "event": event})
             if published:
-                await outbox.flushed()
+                await _retire(outbox)
         except Exception:
             # This process's sockets have it; other processes' tabs see a `seq` gap and
             # resynchronise from `conversation.state`.
@@ -129,82 +132,54 @@ def _outbox(layer) -> _Outbox:
     return outbox
 
 
+async def _retire(outbox: _Outbox) -> None:
+    """Publish what `outbox` holds, then close its connections: for a caller whose loop may
+    end right after (`async_to_sync`). Frames sent meanwhile go to a new outbox."""
+    loop = asyncio.get_running_loop()
+    if _outboxes.get(loop) is outbox:
+        del _outboxes[loop]
+    await outbox.flushed()
+    await outbox.close()
+
+
 class _Outbox:
-    """This process's frames for the other processes, published in pipelines.
+    """This process's frames for the other processes: one `Publisher` per Redis shard.
 
     channels_redis's `group_send` publishes under a lock held for the whole round trip,
     so a process published one frame per round trip, and every reply's next delta
     waited for its previous one's turn: 200 replies on one process with Redis had an
-    added p50 of 60 ms against 7 ms without (bench §1). Here a frame is queued and the
-    call returns; one task publishes whatever has queued, in order, as one pipeline
-    per round trip (PUBLISH keeps its meaning: Redis runs a pipeline's commands in
-    order). Only when `LIMIT` frames wait, because Redis is slower than the replies,
-    does a sender wait for room: a slow Redis slows the replies down (their deltas
-    coalesce) instead of filling the memory.
+    added p50 of 60 ms against 7 ms without (bench §1). A publisher (chat/redis_link.py)
+    writes the frames queued during one turn of the loop as one write and never waits
+    for their replies; PUBLISH keeps its meaning, since Redis runs one connection's
+    commands in order. Only when `LIMIT` frames wait, because Redis is slower than the
+    replies, does a sender wait for room.
 
-    It uses the pub/sub layer's own channel names, shards, serializer and connections
-    (channels_redis 4.3), so the other processes' relays read what `group_send` would
-    have sent."""
+    It uses the pub/sub layer's own channel names, shards and serializer (channels_redis
+    4.3), so the other processes read what `group_send` would have sent."""
 
     LIMIT = 5000
 
     def __init__(self, layer) -> None:
         loop_layer = layer._get_layer()
-        for name in ("_get_group_channel_name", "_get_shard"):
+        for name in ("_get_group_channel_name", "_get_shard", "_shards"):
             if not hasattr(loop_layer, name):  # fail loudly on an upgrade
                 raise RuntimeError(f"channels_redis's pub/sub layer no longer has {name}: chat/fanout.py must be adapted")
         self.layer = layer
         self.loop_layer = loop_layer
-        self.queued: list[tuple[object, str, bytes]] = []
-        self.publisher: asyncio.Task | None = None
-        self.room = asyncio.Event()
-        self.room.set()
-        self.failing = False
+        self.publishers = {shard: Publisher(shard.host, limit=self.LIMIT) for shard in loop_layer._shards}
 
     async def put(self, group: str, message: dict) -> None:
         channel = self.loop_layer._get_group_channel_name(group)
-        self.queued.append((self.loop_layer._get_shard(channel), channel, self.layer.serialize(message)))
-        if self.publisher is None:
-            self.publisher = asyncio.create_task(self._publish(), name="fanout-publish")
-        if len(self.queued) >= self.LIMIT:
-            self.room.clear()
-            await self.room.wait()
+        await self.publishers[self.loop_layer._get_shard(channel)].publish(channel.encode(), self.layer.serialize(message))
 
     async def flushed(self) -> None:
         """Wait until every queued frame has been published (or given up on)."""
-        while self.publisher is not None:
-            await asyncio.shield(self.publisher)
+        for publisher in self.publishers.values():
+            await publisher.flushed()
 
-    async def _publish(self) -> None:
-        try:
-            while self.queued:
-                batch, self.queued = self.queued, []
-                self.room.set()
-                shards: dict[object, list[tuple[str, bytes]]] = {}
-                for shard, channel, data in batch:
-                    shards.setdefault(shard, []).append((channel, data))
-                for shard, frames in shards.items():
-                    await self._publish_on(shard, frames)
-        finally:
-            self.publisher = None
-
-    async def _publish_on(self, shard, frames: list[tuple[str, bytes]]) -> None:
-        try:
-            shard._ensure_redis()
-            pipeline = shard._redis.pipeline(transaction=False)
-            for channel, data in frames:
-                pipeline.publish(channel, data)
-            await pipeline.execute()
-        except Exception:
-            # This process's sockets have these frames; other processes' tabs see a `seq`
-            # gap and resynchronise from `conversation.state`. Said once per outage.
-            if not self.failing:
-                logger.warning("frames not relayed to other processes", exc_info=True, extra={"frames": len(frames)})
-            self.failing = True
-        else:
-            if self.failing:
-                logger.info("frames are relayed to other processes again")
-            self.failing = False
+    async def close(self) -> None:
+        for publisher in self.publishers.values():
+            await publisher.close()
 
 
 def members(group: str) -> int:
@@ -232,129 +207,80 @@ async def _relay() -> _Relay:
 
 
 async def _close(relay: _Relay) -> None:
-    """End a relay whose process has no member left; the next socket to join starts a new one.
-
-    A cancelled pub/sub receive unsubscribes its channel and loses nothing: the
-    process has no socket left to give a message to."""
+    """End a relay whose process has no member left; the next socket to join starts a new one."""
     loop = asyncio.get_running_loop()
     if _relays.get(loop) is relay:
         del _relays[loop]
-    relay.task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await relay.task
+    await relay.close()
 
 
-class _Subscription:
-    """Groups to subscribe to in one command, and its outcome for every joiner waiting on it."""
+def own_prefix(layer) -> bytes | None:
+    """The bytes that every frame this process publishes starts with, or None where the
+    serializer hides them (encryption, a prefix of its own).
 
-    def __init__(self) -> None:
-        self.channels: list[str] = []
-        self.sent: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.task: asyncio.Task | None = None
+    The process is subscribed to each group for its own sockets, so every frame it
+    publishes comes back to it. Decoding them only to skip them was, with a tab on each
+    of two processes, half of what a process received; they are recognised by their
+    first bytes instead (`send` puts this process's id first)."""
+    packed = layer.serialize({"process": _PROCESS, "type": RELAYED, "group": "", "event": None})  # send's shape
+    mark = packed.find(_PROCESS.encode())
+    return packed[:mark + len(_PROCESS)] if mark >= 0 else None
 
 
 class _Relay:
-    """This process's one member of the layer's groups: receives other processes' events."""
+    """This process's subscription to the groups it has sockets in: one `Subscriber` per Redis
+    shard (chat/redis_link.py), whose messages from other processes it hands to this
+    process's members, in the order Redis pushed them."""
 
     def __init__(self) -> None:
-        self.channel = ""
         self.ready: asyncio.Task | None = None  # the start
-        self.task: asyncio.Task | None = None  # the listener
-        self.subscribing: dict[object, _Subscription] = {}  # by shard: the groups of its next SUBSCRIBE
+        self.subscribers: dict[object, Subscriber] = {}
+        self.own: bytes | None = None
 
     async def start(self) -> None:
         layer = _layer()
-        self.channel = await layer.new_channel()
-        self.drop_own(layer)
-        self.task = asyncio.create_task(self._listen(), name="fanout-relay")
-
-    @staticmethod
-    def drop_own(layer) -> None:
-        """Drop this process's own frames as Redis hands them back, before they are queued
-        and decoded.
-
-        The process is subscribed to each group for its own sockets, so every frame it
-        publishes comes back to it. Each one was queued for the relay's task, woke it,
-        was unpacked (the frame's text, twice with a `ref`) and then skipped: with a tab
-        on each of two processes, half of what a process received. Its packed bytes start
-        with this process's id (`send` puts it first), which the shard's receiver checks.
-        Where the serializer encrypts or prefixes messages, the prefix is not found and
-        `_listen` skips them after decoding, as before."""
-        packed = layer.serialize({"process": _PROCESS, "type": RELAYED, "group": "", "event": None})  # send's shape
-        mark = packed.find(_PROCESS.encode())
-        if mark < 0:
-            return
-        own = packed[:mark + len(_PROCESS)]
-        loop_layer = layer._get_layer()
-        if not hasattr(loop_layer, "_shards"):  # fail loudly on an upgrade
+        self.layer, self.loop_layer = layer, layer._get_layer()
+        if not hasattr(self.loop_layer, "_shards"):  # fail loudly on an upgrade
             raise RuntimeError("channels_redis's pub/sub layer no longer has _shards: chat/fanout.py must be adapted")
-        for shard in loop_layer._shards:
-            if getattr(shard, "drops_own", None) == own:
-                continue
-            receive = shard._receive_message
+        self.own = own_prefix(layer)
+        try:
+            for shard in self.loop_layer._shards:
+                subscriber = self.subscribers[shard] = Subscriber(shard.host, self._received)
+                await subscriber.start()
+        except BaseException:
+            await self.close()
+            raise
 
-            def receive_unless_own(message, receive=receive) -> None:
-                data = message.get("data") if message is not None else None
-                if not (isinstance(data, bytes) and data.startswith(own)):
-                    receive(message)
-
-            shard._receive_message = receive_unless_own
-            shard.drops_own = own
+    def _subscriber(self, group: str) -> tuple[Subscriber, bytes]:
+        channel = self.loop_layer._get_group_channel_name(group)
+        return self.subscribers[self.loop_layer._get_shard(channel)], channel.encode()
 
     async def join(self, group: str) -> None:
-        """Subscribe this process to `group`, in one SUBSCRIBE with the groups joined meanwhile.
-
-        channels_redis's `group_add` subscribes under its shard's lock, one group at a
-        time, each taking a turn or two of the event loop: 200 conversations started in
-        the same second over Redis waited 0.8 s on average (up to 1.8 s) for the lock
-        before their first token. Here the groups joined while a SUBSCRIBE is on its way
-        go out together in the next one. As with `group_add`, this returns once the
-        command is sent."""
-        loop_layer = _layer()._get_layer()
-        channel = loop_layer._get_group_channel_name(group)
-        loop_layer.groups.setdefault(channel, set()).add(self.channel)  # what group_add records
-        shard = loop_layer._get_shard(channel)
-        batch = self.subscribing.get(shard)
-        if batch is None:
-            batch = self.subscribing[shard] = _Subscription()
-            batch.task = asyncio.create_task(self._subscribe(shard, batch), name="fanout-subscribe")
-        batch.channels.append(channel)
-        await asyncio.shield(batch.sent)
-
-    async def _subscribe(self, shard, batch: _Subscription) -> None:
-        async with shard._lock:  # after the batch before this one, and any unsubscribe
-            if self.subscribing.get(shard) is batch:
-                del self.subscribing[shard]  # groups joined from now on wait for the next one
-            try:
-                shard._ensure_redis()
-                shard._ensure_receiver()
-                new = [channel for channel in dict.fromkeys(batch.channels) if channel not in shard._subscribed_to]
-                if new:
-                    await shard._pubsub.subscribe(*new)
-                    shard._subscribed_to.update(new)
-            except BaseException as error:
-                batch.sent.set_exception(error)
-                batch.sent.exception()  # retrieved: each joiner raises it
-                if not isinstance(error, Exception):
-                    raise
-            else:
-                batch.sent.set_result(None)
+        """Subscribe this process to `group`: the groups joined during one turn of the loop
+        go out as one SUBSCRIBE. channels_redis's `group_add` subscribed under its shard's
+        lock, one group at a time, each taking a turn or two of the event loop: 200
+        conversations started in the same second over Redis waited 0.8 s on average (up to
+        1.8 s) for the lock before their first token. As with `group_add`, this returns
+        once the command is written."""
+        subscriber, channel = self._subscriber(group)
+        await subscriber.subscribe(channel)
 
     async def leave(self, group: str) -> None:
-        await _layer().group_discard(group, self.channel)
-        if group in _members:  # a socket joined while the discard was on its way: stay a member
-            await self.join(group)
+        subscriber, channel = self._subscriber(group)
+        subscriber.unsubscribe(channel)
 
-    async def _listen(self) -> None:
-        layer = _layer()
-        while True:
-            try:
-                message = await layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a message that does not decode: the tabs repair the gap
-                logger.warning("fan-out relay could not read a message", exc_info=True)
-                continue
-            if message.get("type") != RELAYED or message.get("process") == _PROCESS:
-                continue  # this process delivered its own events directly
-            await deliver_here(message["group"], message["event"])
+    async def _received(self, data: bytes) -> None:
+        if self.own is not None and data.startswith(self.own):
+            return  # this process's own frame: its sockets had it directly
+        try:
+            message = self.layer.deserialize(data)
+        except Exception:  # a message that does not decode: the tabs repair the gap
+            logger.warning("fan-out relay could not read a message", exc_info=True)
+            return
+        if message.get("type") != RELAYED or message.get("process") == _PROCESS:
+            return
+        await deliver_here(message["group"], message["event"])
+
+    async def close(self) -> None:
+        for subscriber in self.subscribers.values():
+            await subscriber.close()
