@@ -88,12 +88,19 @@ class Publisher:
     wait for room: a slow Redis then slows the replies down (their deltas coalesce)
     instead of filling the memory. When Redis cannot be reached, frames are dropped (the
     other processes' tabs see a `seq` gap and resynchronise), said once per outage, and no
-    connection is tried again for `retry_after` seconds, so senders never wait on it."""
+    connection is tried again for `retry_after` seconds, so senders never wait on it.
 
-    def __init__(self, host: dict, *, limit: int = 5000, retry_after: float = 1.0) -> None:
+    Redis servers often close connections idle for a while (Heroku's after 300 s): a
+    connection unused for `idle_after` seconds is closed here first and the next frame
+    opens a new one, so no frame is written into a connection being closed; and one that
+    Redis closes while nothing is unanswered is simply made again, not an outage."""
+
+    def __init__(self, host: dict, *, limit: int = 5000, retry_after: float = 1.0, idle_after: float = 60.0) -> None:
         self.host = host
         self.limit = limit
         self.retry_after = retry_after
+        self.idle_after = idle_after
+        self._used_at = 0.0
         self.link: Link | None = None
         self.queued: list[bytes] = []
         self.unanswered = 0
@@ -127,6 +134,10 @@ class Publisher:
         self._scheduled = False
         if not self.queued:
             return
+        now = time.monotonic()
+        if self.link is not None and not self.unanswered and now - self._used_at > self.idle_after:
+            self._drop_link()  # idle long enough for Redis to be closing it: start afresh
+        self._used_at = now
         if self.link is None:
             if self._connecting is None:
                 self._connecting = asyncio.create_task(self._connect(), name="fanout-publisher-connect")
@@ -168,13 +179,23 @@ class Publisher:
         except Exception:
             pass  # said below, as a lost connection
         if self.link is link:
-            self._failed_at = time.monotonic()
-            self._lost(f"{self.unanswered} frames unanswered")
-            self.link = None
-            self.unanswered = 0
+            if self.unanswered:  # frames may be lost: an outage
+                self._failed_at = time.monotonic()
+                self._lost(f"{self.unanswered} frames unanswered")
+            else:  # closed by Redis while idle (its `timeout`): the next frame connects again
+                logger.info("Redis closed an idle connection for frames to other processes")
+            self._drop_link()
+
+    def _drop_link(self) -> None:
+        link, self.link = self.link, None
+        reading, self._reading = self._reading, None
+        if reading is not None and reading is not asyncio.current_task():
+            reading.cancel()
+        if link is not None:
             link.close()
-            self.room.set()
-            self._settle()
+        self.unanswered = 0
+        self.room.set()
+        self._settle()
 
     def _lost(self, what: str, exc_info: bool = False) -> None:
         if not self.failing:
@@ -209,12 +230,18 @@ class Subscriber:
     one turn costs nothing, and many joined together cost one command). When the
     connection is lost, it is made again (backing off up to `max_backoff` seconds) and
     told every channel wanted; what was published meanwhile is lost, which tabs see as a
-    `seq` gap and repair."""
+    `seq` gap and repair. A connection that hears nothing for `ping_after` seconds is sent
+    a PING, and one that still hears nothing after as long again is taken for lost (a
+    peer or a proxy gone without closing it), so a silent connection is never trusted."""
 
-    def __init__(self, host: dict, received: Callable[[bytes], Awaitable[None]], *, max_backoff: float = 5.0) -> None:
+    def __init__(self, host: dict, received: Callable[[bytes], Awaitable[None]], *, max_backoff: float = 5.0,
+                 ping_after: float = 30.0) -> None:
         self.host = host
         self.received = received
         self.max_backoff = max_backoff
+        self.ping_after = ping_after
+        self._heard_at = 0.0
+        self._watchdog: asyncio.Task | None = None
         self.wanted: set[bytes] = set()
         self.told: set[bytes] = set()  # what the current connection was told
         self.link: Link | None = None
@@ -224,7 +251,9 @@ class Subscriber:
     async def start(self) -> None:
         """Connect (raising when Redis cannot be reached) and start listening."""
         self.link = await Link.open(self.host)
+        self._heard_at = time.monotonic()
         self.task = asyncio.create_task(self._listen(), name="fanout-subscriber")
+        self._watchdog = asyncio.create_task(self._watch(), name="fanout-subscriber-watchdog")
 
     async def subscribe(self, channel: bytes) -> None:
         """Add `channel`; returns once the command is written (as channels_redis's `group_add`)."""
@@ -263,6 +292,7 @@ class Subscriber:
             if link is not None:
                 try:
                     async for batch in link.read_batches():
+                        self._heard_at = time.monotonic()
                         for reply in batch:
                             # ["message", channel, data] (a list in RESP2, a push in RESP3, redis-py's
                             # default); also ["subscribe", channel, count] and the like
@@ -285,14 +315,31 @@ class Subscriber:
                 continue
             self.told = set()
             self.link = link
+            self._heard_at = time.monotonic()
             self._tell(link)
             logger.info("fan-out subscription restored", extra={"channels": len(self.wanted)})
 
+    async def _watch(self) -> None:
+        pinged = None  # the link that was sent a PING and has not answered yet
+        while True:
+            await asyncio.sleep(self.ping_after / 2)
+            link, silent = self.link, time.monotonic() - self._heard_at
+            if link is None or silent < self.ping_after:
+                pinged = None
+            elif pinged is not link:
+                link.write(command(b"PING"))
+                pinged = link
+            elif silent >= 2 * self.ping_after:
+                logger.warning("fan-out subscription silent: connecting again", extra={"seconds": round(silent, 1)})
+                link.writer.transport.abort()  # the listener sees the connection end and makes a new one
+                pinged = None
+
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in (self._watchdog, self.task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.link is not None:
             self.link.close()
             self.link = None
