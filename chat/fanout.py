@@ -93,7 +93,7 @@ async def send(group: str, event: dict, *, published: bool = False) -> None:
     if layer is not None:
         try:
             outbox = _outbox(layer)
-            # "process" first: its packed bytes then start with this process's id (see _Relay.drop_own).
+            # "process" first: its packed bytes then start with this process's id (see own_prefix).
             await outbox.put(group, {"process": _PROCESS, "type": RELAYED, "group": group, "event": event})
             if published:
                 await _retire(outbox)
