@@ -160,17 +160,13 @@ class _Outbox:
     LIMIT = 5000
 
     def __init__(self, layer) -> None:
-        loop_layer = layer._get_layer()
-        for name in ("_get_group_channel_name", "_get_shard", "_shards"):
-            if not hasattr(loop_layer, name):  # fail loudly on an upgrade
-                raise RuntimeError(f"channels_redis's pub/sub layer no longer has {name}: chat/fanout.py must be adapted")
         self.layer = layer
-        self.loop_layer = loop_layer
-        self.publishers = {shard: Publisher(shard.host, limit=self.LIMIT) for shard in loop_layer._shards}
+        self.loop_layer = _loop_layer(layer)
+        self.publishers = {shard: Publisher(shard.host, limit=self.LIMIT) for shard in self.loop_layer._shards}
 
     async def put(self, group: str, message: dict) -> None:
-        channel = self.loop_layer._get_group_channel_name(group)
-        await self.publishers[self.loop_layer._get_shard(channel)].publish(channel.encode(), self.layer.serialize(message))
+        shard, channel = _route(self.loop_layer, group)
+        await self.publishers[shard].publish(channel, self.layer.serialize(message))
 
     async def flushed(self) -> None:
         """Wait until every queued frame has been published (or given up on)."""
@@ -180,6 +176,22 @@ class _Outbox:
     async def close(self) -> None:
         for publisher in self.publishers.values():
             await publisher.close()
+
+
+def _loop_layer(layer):
+    """The pub/sub layer's object for this loop, whose channel names and shards fan-out uses
+    (channels_redis 4.3 internals): checked, so that an upgrade fails loudly."""
+    loop_layer = layer._get_layer()
+    for name in ("_get_group_channel_name", "_get_shard", "_shards"):
+        if not hasattr(loop_layer, name):
+            raise RuntimeError(f"channels_redis's pub/sub layer no longer has {name}: chat/fanout.py must be adapted")
+    return loop_layer
+
+
+def _route(loop_layer, group: str) -> tuple[object, bytes]:
+    """The shard and the Redis channel of `group`, as the pub/sub layer's `group_send` has them."""
+    channel = loop_layer._get_group_channel_name(group)
+    return loop_layer._get_shard(channel), channel.encode()
 
 
 def members(group: str) -> int:
@@ -239,9 +251,7 @@ class _Relay:
 
     async def start(self) -> None:
         layer = _layer()
-        self.layer, self.loop_layer = layer, layer._get_layer()
-        if not hasattr(self.loop_layer, "_shards"):  # fail loudly on an upgrade
-            raise RuntimeError("channels_redis's pub/sub layer no longer has _shards: chat/fanout.py must be adapted")
+        self.layer, self.loop_layer = layer, _loop_layer(layer)
         self.own = own_prefix(layer)
         try:
             for shard in self.loop_layer._shards:
@@ -252,8 +262,8 @@ class _Relay:
             raise
 
     def _subscriber(self, group: str) -> tuple[Subscriber, bytes]:
-        channel = self.loop_layer._get_group_channel_name(group)
-        return self.subscribers[self.loop_layer._get_shard(channel)], channel.encode()
+        shard, channel = _route(self.loop_layer, group)
+        return self.subscribers[shard], channel
 
     async def join(self, group: str) -> None:
         """Subscribe this process to `group`: the groups joined during one turn of the loop
