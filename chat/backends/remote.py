@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
+from chat.backends import chunked_body
 from chat.backends.asyncio_stream import AsyncioBackend
 from chat.backends.base import (
     CUT_MESSAGE,
@@ -89,7 +90,8 @@ class PoolView:
     @contextlib.asynccontextmanager
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         async with self.pool.stream(*args, **kwargs) as response:
-            body = response.stream = _held_body_class()(response.stream)
+            direct = chunked_body.for_response(response)  # before anything reads the body
+            body = response.stream = _held_body_class()(response.stream, direct)
             self.response = response
             try:
                 yield response
@@ -119,32 +121,36 @@ def _held_body_class() -> type:
     was not read to its end. Whether the last chunk had arrived by then is a matter of
     timing, so connections were lost now and then. This body ignores that close, and the
     backend reads the rest through the very iterator huggingface_hub was using.
+
+    Where it applies, the chunks are read off the connection (`direct`,
+    chat/backends/chunked_body.py) instead of through httpx2 and httpcore2.
     """
     import httpx2
 
     class HeldBody(httpx2.AsyncByteStream):
-        def __init__(self, stream: Any) -> None:
+        def __init__(self, stream: Any, direct: chunked_body.ChunkedBody | None = None) -> None:
             self._stream = stream
-            self._chunks = stream.__aiter__()
+            self.direct = direct
+            self.chunks = (direct if direct is not None else stream).__aiter__()
 
         def __aiter__(self) -> HeldBody:
             return self
 
         async def __anext__(self) -> bytes:
-            return await self._chunks.__anext__()
+            return await self.chunks.__anext__()
 
         async def aclose(self) -> None:
             """httpx's close when a reader stops: ignored, see `release()`."""
 
         async def read_on(self) -> None:
-            async for _ in self._chunks:
+            async for _ in self.chunks:
                 pass
 
         async def release(self) -> None:
             """Close for real: a body not read to its end closes its connection."""
             try:
-                if isinstance(self._chunks, collections.abc.AsyncGenerator):
-                    await self._chunks.aclose()
+                if isinstance(self.chunks, collections.abc.AsyncGenerator):
+                    await self.chunks.aclose()
             finally:
                 await self._stream.aclose()
 
@@ -344,8 +350,12 @@ async def _events(response: Any) -> AsyncIterator[dict]:
     sends the request and raises for an HTTP error status; this reads what it would
     have read, the same way: lines starting with `data:`, others (comments, `event:`)
     skipped, an `error` field raised as the hub raises it."""
+    held = response.stream
+    # The payload as it arrives: straight off the connection where possible, else
+    # through httpx2 (which decodes a compressed body).
+    source = held.chunks if getattr(held, "direct", None) is not None else response.aiter_bytes()
     buffer = b""
-    async for data in response.aiter_bytes():  # decoded if the server compressed the body
+    async for data in source:
         buffer += data
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
