@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 # name: (module, time budget in seconds: quick, full). A budget is a hard stop, not a target.
 SECTIONS = {
     "relay": ("bench.relay", 110, 480),
-    "costs": ("bench.costs", 60, 180),
+    "costs": ("bench.costs", 75, 240),
     "first_token": ("bench.first_token", 40, 120),
     "connections": ("bench.connections", 60, 400),
     "local_model": ("bench.local_model", 45, 120),

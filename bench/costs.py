@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import bench.django_ready  # noqa: F401  (sets Django up before chat imports its models)
-from bench import report
+from bench import model_read, report
 from bench.servers import CpuMeter, ModelServer, daphne, seed, server_env
 from bench.stats import fmt, percentile
 from chat import events, protocol
@@ -118,6 +118,23 @@ def run(mode: str, workdir: Path) -> dict:
         "headers": ["reply", "tokens", "µs/token mean", "p99", "max", "bytes sent", "final HTML bytes",
                     "sent ÷ final", "whole-reply frames ÷ final (≈ (N+1)/2)", "full re-render per token, µs (0.7 ms/KB, avg)"],
         "rows": rows})
+
+    read = model_read.measure(workdir / "read", *((1000, 5) if mode == "full" else (300, 3)))
+    result["rows"].append(report.info(
+        "reading the model's stream, CPU per token: through httpx2 → off the connection (chunked_body)",
+        f"{fmt(read['httpx2_median'], 0)} → {fmt(read['direct_median'], 0)} µs "
+        f"({fmt(read['direct_median'] / read['httpx2_median'], 2)}×)"))
+    if not read["direct_taken"]:
+        result["rows"].append(report.failed("the model's chunked stream is read off the connection",
+                                            "the backend read it through httpx2"))
+    result["tables"].append({
+        "title": "Reading the model's stream in one process, alternately both ways (CPU µs per token, one token per "
+                 f"read, {len(read['direct'])} replies of {1000 if mode == 'full' else 300:,} tokens each way)",
+        "headers": ["way", "each reply, in order", "median"],
+        "rows": [["through httpx2 and httpcore2 (any other body)", " / ".join(fmt(x, 0) for x in read["httpx2"]),
+                  fmt(read["httpx2_median"], 0)],
+                 ["off the connection (chat/backends/chunked_body.py)", " / ".join(fmt(x, 0) for x in read["direct"]),
+                  fmt(read["direct_median"], 0)]]})
 
     lengths = LENGTHS if mode == "full" else LENGTHS[:2]
     (workdir / "plain").mkdir(exist_ok=True)
