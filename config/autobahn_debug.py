@@ -2,12 +2,14 @@
 
 autobahn builds the arguments of its `log.debug` calls whether debug logging is on or
 not: on every new connection `_connectionMade` pretty-prints the protocol's 29
-options (`pprint.pformat`, 119 µs), and `hltype` colours a method's name for debug lines on
-every handshake, every read and every frame sent. With debug off (always, in
-production) those strings are thrown away. In a burst of 200 handshakes the
+options (`pprint.pformat`, 119 µs), and `hltype` and `hlval` colour a method's name
+and a value (`click.style`) for debug lines on every handshake, every read and every
+frame sent (`hlval` twice per frame: about 1.5 % of the server's CPU per relayed
+token, py-spy, bench §2). With debug off (always, in production) those strings are
+thrown away. In a burst of 200 handshakes the
 pretty-printing alone was 9–11 % of the event loop (bench §1, py-spy).
 
-autobahn looks both names up in its own modules when it calls them, so they are
+autobahn looks these names up in its own modules when it calls them, so they are
 replaced there by versions that return a placeholder, formatted by the real function
 when a log line that holds it is written. Nothing else in autobahn uses them, except
 `Timings.__str__`, which keeps the real `pformat`.
@@ -54,3 +56,4 @@ def install() -> None:
     protocol.Timings.__str__ = lambda self: real_pformat(self._timings)
     for module in (protocol, twisted_websocket):
         module.hltype = deferring(module.hltype)
+        module.hlval = deferring(module.hlval)

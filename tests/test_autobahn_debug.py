@@ -32,6 +32,7 @@ def test_after_install_autobahns_names_defer_and_still_format_the_same():
     assert isinstance(deferred, autobahn_debug.Deferred) and str(deferred) == pprint.pformat(options)
     assert protocol.pformat.__wrapped__ is pprint.pformat  # wrapped once, not twice
     for module in (protocol, twisted_websocket):
+        assert isinstance(module.hlval(1234), autobahn_debug.Deferred) and "1234" in str(module.hlval(1234))
         assert isinstance(module.hltype(test_a_deferred_call_runs_only_when_shown), autobahn_debug.Deferred)
         assert "test_a_deferred_call_runs_only_when_shown" in str(
             module.hltype(test_a_deferred_call_runs_only_when_shown))
