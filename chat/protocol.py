@@ -8,6 +8,7 @@ the wire. A bad frame raises `ChatError`, like any other request that fails.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from chat.errors import ChatError
 
 PROTOCOL_VERSION = 1
 MAX_REF_CHARS = 64
+MAX_NESTING = 64  # arrays and objects within each other; no request needs more than 3
 MAX_ID_CHARS = 64
 MAX_QUERY_CHARS = 200
 
@@ -60,12 +62,41 @@ class Request:
         return self.type.replace(".", "_")
 
 
+# A JSON string (skipped whole: brackets inside it are text), or a bracket.
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nested_deeper(text: str, limit: int) -> bool:
+    """Whether the JSON text nests arrays and objects more than `limit` deep.
+
+    Why not let `json.loads` find out: it recurses once per level, in C, and only fails
+    at the interpreter's recursion limit (~1,000 levels). Its lists are allocated all the
+    way down, so garbage collection may run there, and any finalizer it calls has no
+    stack left: its error is lost (printed as "Exception ignored"), whatever it was
+    cleaning up. Counting first costs two `str.count` calls for any frame with few
+    brackets, which is every request the protocol has."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _STRUCTURE.finditer(text):
+        bracket = match.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif bracket in "]}":
+            depth -= 1
+    return False
+
+
 def parse_request(text: str | None, *, max_bytes: int) -> Request:
     """Parse one client frame; raise ChatError with a stable code when it is bad."""
     if text is None:
         raise ChatError("invalid_message", "Frames must be JSON text, not binary.")
     if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise ChatError("too_large", f"Frames are limited to {max_bytes} bytes.")
+    if _nested_deeper(text, MAX_NESTING):
+        raise ChatError("invalid_json", f"The frame nests arrays or objects more than {MAX_NESTING} deep.")
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
