@@ -121,6 +121,12 @@ async def test_read_errors_are_httpx2_errors():
                 pass
 
 
+def test_a_response_not_on_httpcore2s_connection_is_left_to_httpx2():
+    # E.g. a mocked transport, or httpx2/httpcore2 internals moved by an upgrade.
+    response = httpx2.Response(200, headers={"transfer-encoding": "chunked"}, content=b"data: [DONE]\n\n")
+    assert chunked_body.for_response(response) is None
+
+
 # --- Through the backend, against a server that writes exact bytes ---------------------------
 
 def sse(*contents: str, finish: bool = True) -> bytes:

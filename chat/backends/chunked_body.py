@@ -41,19 +41,30 @@ def _protocol_error(message: str) -> Exception:
 
 def for_response(response: Any) -> ChunkedBody | None:
     """The direct reader of an httpx2 response's body, or None where it does not apply
-    (then httpx2 reads it). Call before anything has read the body."""
-    import h11
-    import httpcore2
-    from httpcore2._async.http11 import HTTP11ConnectionByteStream
+    (then httpx2 reads it). Call before anything has read the body.
 
+    It reaches through httpx2's and httpcore2's private attributes to the connection;
+    should an upgrade move them, this answers None and httpx2 reads every body as before
+    (tests/test_chunked_body.py then fails: it checks that the reader is used)."""
     headers = response.headers
     if response.http_version != "HTTP/1.1" or headers.get("content-encoding", "identity").lower() != "identity":
         return None
     if headers.get("transfer-encoding", "").replace(" ", "").lower().rsplit(",", 1)[-1] != "chunked":
         return None
+    try:
+        return _reader_on_connection(response)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _reader_on_connection(response: Any) -> ChunkedBody | None:
+    import h11
+    import httpcore2
+    from httpcore2._async.http11 import HTTP11ConnectionByteStream
+
     # httpx2's stream (BoundAsyncStream) → its httpcore2 stream (AsyncResponseStream) → the
     # pool's (PoolByteStream) → the HTTP/1.1 connection's.
-    h11_stream = getattr(getattr(getattr(response.stream, "_stream", None), "_httpcore_stream", None), "_stream", None)
+    h11_stream = response.stream._stream._httpcore_stream._stream
     if not isinstance(h11_stream, HTTP11ConnectionByteStream):
         return None
     connection = h11_stream._connection
