@@ -119,7 +119,8 @@ def run(mode: str, workdir: Path) -> dict:
                     "sent ÷ final", "whole-reply frames ÷ final (≈ (N+1)/2)", "full re-render per token, µs (0.7 ms/KB, avg)"],
         "rows": rows})
 
-    read = model_read.measure(workdir / "read", *((1000, 5) if mode == "full" else (300, 3)))
+    read_tokens, read_rounds = (1000, 5) if mode == "full" else (300, 3)
+    read = model_read.measure(workdir / "read", read_tokens, read_rounds)
     result["rows"].append(report.info(
         "reading the model's stream, CPU per token: through httpx2 → off the connection (chunked_body)",
         f"{fmt(read['httpx2_median'], 0)} → {fmt(read['direct_median'], 0)} µs "
@@ -129,7 +130,7 @@ def run(mode: str, workdir: Path) -> dict:
                                             "the backend read it through httpx2"))
     result["tables"].append({
         "title": "Reading the model's stream in one process, alternately both ways (CPU µs per token, one token per "
-                 f"read, {len(read['direct'])} replies of {1000 if mode == 'full' else 300:,} tokens each way)",
+                 f"read, {read_rounds} replies of {read_tokens:,} tokens each way)",
         "headers": ["way", "each reply, in order", "median"],
         "rows": [["through httpx2 and httpcore2 (any other body)", " / ".join(fmt(x, 0) for x in read["httpx2"]),
                   fmt(read["httpx2_median"], 0)],

@@ -117,15 +117,13 @@ class ChunkedBody:
         self.ended = True
 
     async def _read(self) -> bytes:
-        import httpcore2
-        import httpx2
-
         try:
             return await self._stream.read(READ_BYTES, self._timeout)
-        except httpcore2.TimeoutException as error:
-            raise httpx2.ReadTimeout(str(error)) from error
-        except httpcore2.NetworkError as error:
-            raise httpx2.ReadError(str(error)) from error
+        except Exception as error:  # httpcore2's errors, as httpx2 would raise them
+            mapped = _httpx2_error(error)
+            if mapped is None:
+                raise
+            raise mapped from error
 
     def _parse(self) -> bytes:
         """Advance over the buffer; the chunk data found in it."""
@@ -208,6 +206,19 @@ class ChunkedBody:
                     return
         except h11.ProtocolError:
             return
+
+
+def _httpx2_error(error: Exception) -> Exception | None:
+    """httpx2's error for a failed read of httpcore2's stream (imported only then: reads
+    are per token)."""
+    import httpcore2
+    import httpx2
+
+    if isinstance(error, httpcore2.TimeoutException):
+        return httpx2.ReadTimeout(str(error))
+    if isinstance(error, httpcore2.NetworkError):
+        return httpx2.ReadError(str(error))
+    return None
 
 
 def _chunk_size(line: bytearray) -> int:

@@ -353,7 +353,7 @@ async def _events(response: Any) -> AsyncIterator[dict]:
     held = response.stream
     # The payload as it arrives: straight off the connection where possible, else
     # through httpx2 (which decodes a compressed body).
-    source = held.chunks if getattr(held, "direct", None) is not None else response.aiter_bytes()
+    source = held.chunks if held.direct is not None else response.aiter_bytes()
     buffer = b""
     async for data in source:
         buffer += data
