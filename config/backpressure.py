@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 
+from config.transport import held_bytes
+
 logger = logging.getLogger(__name__)
 
 
 def pending_bytes(transport) -> int:
-    """Bytes a Twisted transport holds that the kernel has not taken yet."""
+    """Bytes a Twisted transport holds that the kernel has not taken yet (with those that
+    config/transport.py holds until the end of the loop's turn)."""
     buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return max(buffered, 0) + getattr(transport, "_tempDataLen", 0)
+    return max(buffered, 0) + getattr(transport, "_tempDataLen", 0) + held_bytes(transport)
 
 
 def install(limit: int) -> None:

@@ -1,4 +1,5 @@
-"""daphne's TCP connections hand bytes to the kernel at once when nothing is queued.
+"""daphne's TCP connections hand bytes to the kernel at once when nothing is queued, and
+send a socket's later frames of the same turn of the event loop together.
 
 Twisted's transports never send in `write()`: they queue the bytes, ask the event loop
 to watch the socket for writability (an `epoll_ctl`), send on the next turn of the
@@ -6,24 +7,87 @@ loop, and stop watching (another `epoll_ctl`). asyncio's own transports try the 
 first and queue only what the kernel did not take. For a relay that writes one small
 frame per token to each tab, the Twisted way cost a turn of the loop, two system calls
 and Twisted's dispatch for every frame and every socket: about a tenth of the server's
-CPU per relayed token (py-spy, bench §2).
+CPU per relayed token (py-spy, bench §2). So a connection's first write in a turn of the
+loop goes to the kernel at once.
 
-`install` makes daphne's server connections try the send first too. Twisted's own
-queued write is used for what the kernel did not take, and whenever bytes are already
-queued (so order is kept), the connection runs TLS (its protocol encrypts and writes
-again through here), is closing, or is lost. Backpressure is unchanged: what a client
-does not read still ends up in Twisted's queue, which config/backpressure.py bounds.
+Its later writes in the same turn are held (`_corked`) and sent as one at the start of
+the next turn. A socket gets several frames in one turn when one user's tabs all hear
+about many conversations at once: 200 replies starting within a second sent each of a
+user's 200 tabs a sidebar frame per reply, one `send` system call each, and that call
+(which also hands the GIL to the worker threads storing those turns) was the largest
+single cost of the burst (py-spy, bench §1's 200-tab scenario). A socket that gets one
+frame per turn, as a tab following one reply does, waits for nothing.
+
+Twisted's own queued write is used for what the kernel did not take, and whenever bytes
+are already queued there (so order is kept), the connection runs TLS (its protocol
+encrypts and writes again through here), is closing, or is lost; held bytes go out
+before anything Twisted writes on its own (`writeSequence`) and before the connection is
+closed, and are dropped with it when it is aborted. Backpressure is unchanged: what a
+client does not read still ends up in Twisted's queue, which config/backpressure.py
+bounds (it counts held bytes too).
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
+
+
+class _Turn:
+    """The connections written during one turn of an event loop (until `_end_turn` runs)."""
+
+    __slots__ = ("written",)
+
+    def __init__(self) -> None:
+        self.written: list[Any] = []
+
+
+_turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
+
+
+def _current_turn() -> _Turn | None:
+    """This turn of the running loop, begun by its first write; None outside a loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    turn = _turns.get(loop)
+    if turn is None:
+        for old in [old for old in _turns if old.is_closed()]:
+            del _turns[old]
+        turn = _turns[loop] = _Turn()
+        loop.call_soon(_end_turn, loop, turn)
+    return turn
+
+
+def _end_turn(loop: asyncio.AbstractEventLoop, turn: _Turn) -> None:
+    """Send what each connection held back during the turn: one system call each."""
+    if _turns.get(loop) is turn:
+        del _turns[loop]
+    for connection in turn.written:
+        connection._written_in = None
+        release(connection)
+
+
+def held_bytes(connection: Any) -> int:
+    """Bytes written during this turn that wait for its end (config/backpressure.py)."""
+    return getattr(connection, "_corked_bytes", 0)
+
+
+def release(connection: Any) -> None:
+    """Send what `connection` holds back now (before a close or a write of Twisted's own)."""
+    corked = connection.__dict__.get("_corked")
+    if corked is None:
+        return
+    connection._corked, connection._corked_bytes = None, 0
+    if connection.connected and not connection.disconnecting and not getattr(connection, "_aborting", False):
+        connection._send_now(b"".join(corked))
 
 
 def write_through(queued_write: Callable[[Any, bytes], None]) -> Callable[[Any, bytes], None]:
     """A transport `write` that sends at once when it can, else calls `queued_write`."""
 
-    def write(self: Any, data: bytes) -> None:
+    def send_now(self: Any, data: bytes) -> None:
         if (self.TLS or not data or not self.connected or self.disconnecting or self._writeDisconnected
                 or len(self.dataBuffer) > self.offset or self._tempDataLen):
             return queued_write(self, data)
@@ -34,7 +98,24 @@ def write_through(queued_write: Callable[[Any, bytes], None]) -> Callable[[Any, 
             queued_write(self, bytes(data[sent:]))
         return None
 
+    def write(self: Any, data: bytes) -> None:
+        corked = self.__dict__.get("_corked")
+        if corked is not None:  # bytes already held this turn: these go behind them
+            corked.append(data)
+            self._corked_bytes += len(data)
+            return None
+        turn = _current_turn() if data else None
+        if turn is None:
+            return send_now(self, data)
+        if self.__dict__.get("_written_in") is turn:  # written once this turn already: hold
+            self._corked, self._corked_bytes = [data], len(data)
+            return None
+        self._written_in = turn
+        turn.written.append(self)
+        return send_now(self, data)
+
     write.writes_through = True
+    write.send_now = send_now
     return write
 
 
@@ -44,4 +125,22 @@ def install() -> None:
 
     if getattr(tcp.Server.write, "writes_through", False):
         return
-    tcp.Server.write = write_through(tcp.Server.write)
+    write = write_through(tcp.Server.write)
+    tcp.Server.write = write
+    tcp.Server._send_now = write.send_now
+    write_sequence, lose, abort = tcp.Server.writeSequence, tcp.Server.loseConnection, tcp.Server.abortConnection
+
+    def writeSequence(self, iovec):
+        release(self)
+        return write_sequence(self, iovec)
+
+    def loseConnection(self, *args, **kwargs):
+        release(self)
+        return lose(self, *args, **kwargs)
+
+    def abortConnection(self):
+        self.__dict__.pop("_corked", None)
+        self._corked_bytes = 0
+        return abort(self)
+
+    tcp.Server.writeSequence, tcp.Server.loseConnection, tcp.Server.abortConnection = writeSequence, loseConnection, abortConnection
