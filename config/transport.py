@@ -32,20 +32,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-
-class _Turn:
-    """The connections written during one turn of an event loop (until `_end_turn` runs)."""
-
-    __slots__ = ("written",)
-
-    def __init__(self) -> None:
-        self.written: list[Any] = []
+# The connections written during the current turn of each event loop, until `_end_turn`
+# runs at the start of the next one (the list itself tells one turn from the next).
+_turns: dict[asyncio.AbstractEventLoop, list[Any]] = {}
 
 
-_turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
-
-
-def _current_turn() -> _Turn | None:
+def _current_turn() -> list[Any] | None:
     """This turn of the running loop, begun by its first write; None outside a loop."""
     try:
         loop = asyncio.get_running_loop()
@@ -53,18 +45,19 @@ def _current_turn() -> _Turn | None:
         return None
     turn = _turns.get(loop)
     if turn is None:
-        for old in [old for old in _turns if old.is_closed()]:
-            del _turns[old]
-        turn = _turns[loop] = _Turn()
+        if len(_turns) > 4:  # loops closed before their turn ended (tests): forget them
+            for old in [old for old in _turns if old.is_closed()]:
+                del _turns[old]
+        turn = _turns[loop] = []
         loop.call_soon(_end_turn, loop, turn)
     return turn
 
 
-def _end_turn(loop: asyncio.AbstractEventLoop, turn: _Turn) -> None:
+def _end_turn(loop: asyncio.AbstractEventLoop, turn: list[Any]) -> None:
     """Send what each connection held back during the turn: one system call each."""
     if _turns.get(loop) is turn:
         del _turns[loop]
-    for connection in turn.written:
+    for connection in turn:
         connection._written_in = None
         release(connection)
 
@@ -111,7 +104,7 @@ def write_through(queued_write: Callable[[Any, bytes], None]) -> Callable[[Any, 
             self._corked, self._corked_bytes = [data], len(data)
             return None
         self._written_in = turn
-        turn.written.append(self)
+        turn.append(self)
         return send_now(self, data)
 
     write.writes_through = True
