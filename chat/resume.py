@@ -138,18 +138,26 @@ class ConversationFeed:
 
     async def frame(self, event: dict) -> None:
         """`frame.send`: deliver a fanned-out frame unless this socket already has it or must wait."""
+        text = self.admit(event)
+        if text is not None:
+            await self._send(text)
+
+    def admit(self, event: dict) -> str | None:
+        """The wire text of a fanned-out frame (`frame.send`) that this socket must send now,
+        or None: it has the frame already, or holds it until the state or snapshot is out.
+        Plain code, not a coroutine: the consumer calls it for every frame of every tab."""
         if event.get("watchers"):
             if event["conversation"] != self.watching:
-                return  # an event still in flight from a conversation this socket left
+                return None  # an event still in flight from a conversation this socket left
             if self._loading is not None:
                 self._loading.append(event)
-                return
+                return None
             if self._joining is not None:
                 self._joining.buffered.append(event)
-                return
+                return None
             if event.get("reply") is not None and event["reply"] == self._floor[0] and event["seq"] < self._floor[1]:
-                return  # sent before the snapshot this socket resumed from, which holds it already
-        await self._send(self._text_for_me(event))
+                return None  # sent before the snapshot this socket resumed from, which holds it already
+        return self._text_for_me(event)
 
     def _text_for_me(self, event: dict) -> str:
         """The frame's wire text as this socket gets it: with the `ref` if it asked for it."""

@@ -73,6 +73,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self._before_hello is not None:
             self._before_hello.append(event)
             return
+        if event["type"] == events.FRAME_SEND and self._write_text is not None:
+            # Every frame of every tab comes this way: straight to the server's writer, without
+            # dispatch's handler lookup and the three coroutines between it and the writer.
+            text = self.feed.admit(event)
+            if text is not None:
+                self._write_text(text)
+            return
         await self.dispatch(event)
 
     async def connect(self) -> None:
