@@ -29,8 +29,11 @@ bounds (it counts held bytes too).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # The connections written during the current turn of each event loop, until `_end_turn`
 # runs at the start of the next one (the list itself tells one turn from the next).
@@ -59,7 +62,10 @@ def _end_turn(loop: asyncio.AbstractEventLoop, turn: list[Any]) -> None:
         del _turns[loop]
     for connection in turn:
         connection._written_in = None
-        release(connection)
+        try:
+            release(connection)
+        except Exception:  # one broken connection must not keep the others' bytes held
+            logger.exception("held bytes not sent")
 
 
 def held_bytes(connection: Any) -> int:

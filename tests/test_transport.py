@@ -162,6 +162,25 @@ async def test_held_bytes_go_out_before_a_close_and_are_dropped_on_an_abort():
     assert lost.sent == [b"first"] and lost.queued == []
 
 
+async def test_a_connection_that_fails_to_send_does_not_keep_the_others_bytes_held(caplog):
+    class Broken(FakeConnection):
+        def writeSomeData(self, data):
+            if self.sent:
+                raise OSError("the socket is gone")
+            return super().writeSomeData(data)
+
+    broken, healthy = Broken(), FakeConnection()
+    write(broken, b"first")
+    write(healthy, b"first")
+    write(broken, b"held")
+    write(healthy, b"held")
+    await next_turn()
+    assert healthy.sent == [b"first", b"held"]
+    assert pending_bytes(broken) == 0 and "held bytes not sent" in caplog.text
+    write(healthy, b"next")
+    assert healthy.sent[-1] == b"next", "nothing stays held after the turn"
+
+
 def test_outside_an_event_loop_every_write_goes_at_once():
     connection = FakeConnection()
     write(connection, b"one")
