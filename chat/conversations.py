@@ -37,7 +37,7 @@ def list_conversations(user, limit: int | None = None) -> list[Conversation]:
 
 def sidebar_and_archived(user) -> tuple[list[Conversation], list[Conversation]]:
     """`list_conversations(user)` and `list_archived(user)` from one query (the hello frame)."""
-    every = list(Conversation.objects.filter(owner=user).order_by("-updated_at"))
+    every = rows.filter(Conversation, owner_id=user.pk, order_by=("-updated_at",))  # every handshake: chat/rows.py
     listed = [row for row in every if not row.archived]
     return [row for row in listed if row.pinned] + [row for row in listed if not row.pinned], \
         [row for row in every if row.archived]

@@ -20,6 +20,7 @@ import logging
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
@@ -29,7 +30,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
-from chat import events
+from chat import events, rows
 from chat.models import ApiToken, hash_token
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,39 @@ def session_user(session_key: str | None):
     because a socket cannot hand the browser a new cookie. Blocking."""
     if not session_key:
         return AnonymousUser()
-    data = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key).load()
+    data = _session_data(session_key)
     backend_path = data.get(BACKEND_SESSION_KEY)
     if SESSION_KEY not in data or backend_path not in settings.AUTHENTICATION_BACKENDS:
         return AnonymousUser()
-    user = load_backend(backend_path).get_user(get_user_model()._meta.pk.to_python(data[SESSION_KEY]))
+    user = _backend_user(load_backend(backend_path), get_user_model()._meta.pk.to_python(data[SESSION_KEY]))
     if user is None or not constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
         return AnonymousUser()
     return user
+
+
+def _session_data(session_key: str) -> dict:
+    """What `SessionStore(session_key).load()` reads, without its side effects. Every browser
+    handshake asks: with the database engine (the default), the row is read by a prepared
+    statement (chat/rows.py) rather than a compiled ORM query, then checked and decoded
+    as Django's store does it."""
+    store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key)
+    if settings.SESSION_ENGINE != "django.contrib.sessions.backends.db":
+        return store.load()
+    if not store.session_key:  # the store refuses malformed keys
+        return {}
+    row = rows.get(store.model, session_key=store.session_key)
+    if row is None or row.expire_date <= timezone.now():
+        return {}
+    return store.decode(row.session_data)
+
+
+def _backend_user(backend, user_id):
+    """`backend.get_user(user_id)`; Django's ModelBackend's by a prepared statement (above)."""
+    if type(backend) is not ModelBackend:
+        return backend.get_user(user_id)
+    model = get_user_model()
+    user = rows.get(model, **{model._meta.pk.attname: user_id})
+    return user if user is not None and backend.user_can_authenticate(user) else None
 
 
 def _session_is_users(session_key: str, user) -> bool:

@@ -17,13 +17,15 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from chat import rows
 from chat.backends import ModelInfo, available_models, default_model_id
 from chat.models import AccountPreferences
 
 
 def get(user) -> AccountPreferences:
     """The user's preferences; an unsaved, empty row when none were ever saved."""
-    return AccountPreferences.objects.filter(user=user).first() or AccountPreferences(user=user)
+    # On every handshake (the hello frame): see chat/rows.py.
+    return rows.get(AccountPreferences, user_id=user.pk) or AccountPreferences(user=user)
 
 
 def save(user, *, custom_instructions: str, default_model: str) -> AccountPreferences:

@@ -3,12 +3,12 @@
 Building a queryset's SQL is most of what an ORM query costs here: profiled, reading one
 conversation spent half its time in Django's SQL compiler and 17 µs running the
 statement, for 0.35–0.6 ms in all (bench §3's single turn made four such queries
-before the model could be asked). These helpers write the same simple statements from
+before the model could be asked; a WebSocket handshake made five, the most of its cost).
+These helpers write the same simple statements from
 the model's metadata once, then only run them. Values are prepared for the database
 by each field (`get_db_prep_value`), and rows come back through the backend's own
 converters and `Model.from_db`, so callers get exactly the instances the ORM returns,
-on SQLite and PostgreSQL alike. Anything with joins, ordering or expressions stays
-with the ORM.
+on SQLite and PostgreSQL alike. Anything with joins or expressions stays with the ORM.
 """
 from __future__ import annotations
 
@@ -26,12 +26,34 @@ def get(model: type[M], using: str = "default", **where: object) -> M | None:
     if None in where.values():
         raise ValueError("rows.get() looks a row up by values, not by NULL")
     connection = connections[using]
-    sql, columns, names = _select(model, using, tuple(where))
+    sql, columns, names = _select(model, using, tuple((name, 1, False) for name in where))
     with connection.cursor() as cursor:
         cursor.execute(sql, _prepared(model, where, connection))
         row = cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else _instance(model, using, connection, columns, names, row)
+
+
+def filter(model: type[M], *, order_by: tuple[str, ...] = (), using: str = "default", **where: object) -> list[M]:  # noqa: A001
+    """Every row whose fields match `where`, in the order of `order_by` (field names, "-" for
+    descending), as the ORM's `filter().order_by()` gives them. A value matches itself; None
+    matches NULL; a list matches any of its values (None among them: NULL too)."""
+    connection = connections[using]
+    shape, params = [], []
+    for name, value in where.items():
+        values = value if isinstance(value, list) else [value]
+        given = [item for item in values if item is not None]
+        shape.append((name, len(given), len(given) < len(values)))
+        field = model._meta.get_field(name)
+        params += [field.get_db_prep_value(item, connection) for item in given]
+    sql, columns, names = _select(model, using, tuple(shape), order_by)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchall()
+    return [_instance(model, using, connection, columns, names, row) for row in found]
+
+
+def _instance(model: type[M], using: str, connection, columns: list, names: list[str], row: tuple) -> M:
+    """The instance the ORM would build from this row: each column through its converters."""
     values = []
     for value, (column, converters) in zip(row, columns, strict=True):
         for convert in converters:
@@ -96,8 +118,10 @@ def _quoted(model: type[models.Model], name: str, using: str) -> str:
 
 
 @functools.cache
-def _select(model: type[models.Model], using: str, where: tuple[str, ...]) -> tuple[str, list, list[str]]:
-    """SELECT of every concrete column, each column's converters, and the attribute names."""
+def _select(model: type[models.Model], using: str, where: tuple[tuple[str, int, bool], ...],
+            order_by: tuple[str, ...] = ()) -> tuple[str, list, list[str]]:
+    """SELECT of every concrete column, each column's converters, and the attribute names.
+    `where` names each field with how many values it may equal and whether it may be NULL."""
     connection = connections[using]
     table = model._meta.db_table
     fields = model._meta.concrete_fields
@@ -106,6 +130,19 @@ def _select(model: type[models.Model], using: str, where: tuple[str, ...]) -> tu
         column = Col(table, field)
         columns.append((column, connection.ops.get_db_converters(column) + column.get_db_converters(connection)))
     select = ", ".join(_quoted(model, field.name, using) for field in fields)
-    clauses = " AND ".join(f"{_quoted(model, name, using)} = %s" for name in where)
-    sql = f"SELECT {select} FROM {_table(model, using)} WHERE {clauses}"
+    sql = f"SELECT {select} FROM {_table(model, using)}"
+    if where:
+        sql += " WHERE " + " AND ".join(_matches(_quoted(model, name, using), count, null) for name, count, null in where)
+    if order_by:
+        sql += " ORDER BY " + ", ".join(f"{_quoted(model, name.removeprefix('-'), using)}"
+                                        f"{' DESC' if name.startswith('-') else ' ASC'}" for name in order_by)
     return sql, columns, [field.attname for field in fields]
+
+
+def _matches(column: str, count: int, null: bool) -> str:
+    tests = [f"{column} = %s"] if count == 1 else [f"{column} IN ({', '.join(['%s'] * count)})"] if count else []
+    if null:
+        tests.append(f"{column} IS NULL")
+    if not tests:
+        return "1 = 0"  # an empty list matches nothing
+    return tests[0] if len(tests) == 1 else f"({' OR '.join(tests)})"

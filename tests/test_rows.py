@@ -71,3 +71,37 @@ def test_increment_counts_one_while_under_the_limit_and_tells_the_site_row_apart
     assert rows.increment(ModelUsage, "requests", day=day + datetime.timedelta(days=1), user_id=None) == 0
     counts = dict(ModelUsage.objects.filter(day=day).values_list("user_id", "requests"))
     assert counts == {owner.pk: 2, None: 6}
+
+
+def test_filter_returns_the_rows_and_the_order_the_orm_returns():
+    owner, other = create_user_sync(), create_user_sync()
+    start = timezone.now()
+    made = [Conversation.objects.create(owner=owner, title=f"c{i}", model="m") for i in range(4)]
+    Conversation.objects.create(owner=other, model="m")
+    for i, row in enumerate(made):  # updated_at out of creation order
+        Conversation.objects.filter(pk=row.pk).update(updated_at=start + datetime.timedelta(minutes=(i * 3) % 4))
+    found = rows.filter(Conversation, owner_id=owner.pk, order_by=("-updated_at",))
+    expected = list(Conversation.objects.filter(owner=owner).order_by("-updated_at"))
+    assert [fields_of(row) for row in found] == [fields_of(row) for row in expected]
+    assert [row.title for row in found] == ["c1", "c2", "c3", "c0"]
+    assert [row.title for row in rows.filter(Conversation, owner_id=owner.pk, order_by=("updated_at",))] == \
+        ["c0", "c3", "c2", "c1"]
+    assert rows.filter(Conversation, owner_id=create_user_sync().pk) == []
+
+
+def test_filter_matches_null_and_any_of_a_list():
+    owner, other, third = create_user_sync(), create_user_sync(), create_user_sync()
+    day = datetime.date(2026, 12, 1)
+    for user, requests in ((owner, 1), (other, 2), (third, 3), (None, 9)):
+        ModelUsage.objects.create(day=day, user=user, requests=requests)
+    ModelUsage.objects.create(day=day + datetime.timedelta(days=1), user=owner, requests=5)
+
+    def counts(**where):
+        return {row.user_id: row.requests for row in rows.filter(ModelUsage, day=day, **where)}
+
+    assert counts(user_id=[owner.pk, None]) == {owner.pk: 1, None: 9}
+    assert counts(user_id=[owner.pk, other.pk]) == {owner.pk: 1, other.pk: 2}
+    assert counts(user_id=None) == {None: 9}
+    assert counts(user_id=[None]) == {None: 9}
+    assert counts(user_id=[]) == {}
+    assert counts() == {owner.pk: 1, other.pk: 2, third.pk: 3, None: 9}

@@ -1,6 +1,7 @@
 """Who may open the chat socket: session cookie with a known Origin, or an API token."""
 from __future__ import annotations
 
+import datetime
 import gc
 import io
 
@@ -10,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.contrib.sessions.models import Session
 from django.core.management import call_command
+from django.utils import timezone
 
 from chat.models import ApiToken, hash_token
 from tests.conftest import session_cookie
@@ -126,3 +128,43 @@ async def test_an_open_socket_holds_few_copies_of_its_handshake_scope():
     copies = [ref for ref in gc.get_referrers(headers) if isinstance(ref, dict) and ref.get("headers") is headers]
     assert len(copies) - 1 <= 2  # besides the server's own scope
     await socket.close()
+
+
+async def test_an_expired_session_is_refused():
+    user = await create_user()
+    cookie = await sync_to_async(session_cookie)(user)
+    await sync_to_async(Session.objects.update)(expire_date=timezone.now() - datetime.timedelta(seconds=1))
+    assert await ChatSocket.attempt(None, headers=[(b"cookie", cookie)]) == ("closed", 4401)
+
+
+async def test_the_session_of_a_deactivated_user_is_refused():
+    user = await create_user()
+    cookie = await sync_to_async(session_cookie)(user)
+    await sync_to_async(get_user_model().objects.filter(pk=user.pk).update)(is_active=False)
+    assert await ChatSocket.attempt(None, headers=[(b"cookie", cookie)]) == ("closed", 4401)
+
+
+@pytest.mark.parametrize("key", [b"unknownsessionkey0123456789abcde", b"short", b"bad\\key\"", b""])
+async def test_an_unknown_or_malformed_session_key_is_refused(key):
+    await create_user()
+    assert await ChatSocket.attempt(None, headers=[(b"cookie", b"sessionid=" + key)]) == ("closed", 4401)
+
+
+def test_the_handshakes_session_read_gives_what_djangos_store_loads():
+    """consumers/auth.py reads the session row by a prepared statement: the same data as
+    Django's SessionStore.load() for a live, an expired, an unknown and a malformed key."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from chat.credentials import _session_data
+
+    live = SessionStore()
+    live.update({"_auth_user_id": "7", "note": "ü"})
+    live.create()
+    expired = SessionStore()
+    expired["x"] = 1
+    expired.create()
+    Session.objects.filter(pk=expired.session_key).update(expire_date=timezone.now() - datetime.timedelta(seconds=1))
+    for key in (live.session_key, expired.session_key, "unknownsessionkey0123456789abcde", "short"):
+        assert _session_data(key) == SessionStore(key).load(), key
+    assert _session_data(live.session_key) == {"_auth_user_id": "7", "note": "ü"}
+    assert _session_data(expired.session_key) == {}
