@@ -42,11 +42,17 @@ Credential = tuple[str, object]  # ("session", key) or ("token", id)
 
 
 def token_for(raw: str) -> ApiToken | None:
-    """The live token a raw bearer key names (its user active), marked as used; or None."""
-    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
-    if token is None or not token.user.is_active:
+    """The live token a raw bearer key names (its user active), marked as used; or None.
+    Every handshake of a client outside the browser asks: prepared statements (chat/rows.py)."""
+    token = rows.get(ApiToken, key_hash=hash_token(raw))
+    if token is None:
         return None
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    model = get_user_model()
+    user = rows.get(model, **{model._meta.pk.attname: token.user_id})
+    if user is None or not user.is_active:
+        return None
+    token.user = user
+    rows.update(ApiToken, {"last_used_at": timezone.now()}, id=token.pk)
     return token
 
 

@@ -168,3 +168,16 @@ def test_the_handshakes_session_read_gives_what_djangos_store_loads():
         assert _session_data(key) == SessionStore(key).load(), key
     assert _session_data(live.session_key) == {"_auth_user_id": "7", "note": "ü"}
     assert _session_data(expired.session_key) == {}
+
+
+async def test_a_tokens_handshake_marks_it_used():
+    user = await create_user()
+    raw = await issue_token(user)
+    token = await sync_to_async(ApiToken.objects.get)(key_hash=hash_token(raw))
+    assert token.last_used_at is None
+    before = timezone.now()
+    outcome, socket = await ChatSocket.attempt(None, origin=None, headers=bearer(raw))
+    assert outcome == "hello" and socket.hello["user"]["id"] == user.pk
+    await socket.close()
+    await sync_to_async(token.refresh_from_db)()
+    assert token.last_used_at is not None and token.last_used_at >= before
