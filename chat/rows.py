@@ -4,11 +4,11 @@ Building a queryset's SQL is most of what an ORM query costs here: profiled, rea
 conversation spent half its time in Django's SQL compiler and 17 µs running the
 statement, for 0.35–0.6 ms in all (bench §3's single turn made four such queries
 before the model could be asked; a WebSocket handshake made five, the most of its cost).
-These helpers write the same simple statements from
-the model's metadata once, then only run them. Values are prepared for the database
-by each field (`get_db_prep_value`), and rows come back through the backend's own
-converters and `Model.from_db`, so callers get exactly the instances the ORM returns,
-on SQLite and PostgreSQL alike. Anything with joins or expressions stays with the ORM.
+These helpers write the same simple statements from the model's metadata once, then
+only run them. Values are prepared for the database by each field (`get_db_prep_value`),
+and rows come back through the backend's own converters and `Model.from_db`, so callers
+get exactly the instances the ORM returns, on SQLite and PostgreSQL alike. Anything with
+joins or expressions stays with the ORM.
 """
 from __future__ import annotations
 
