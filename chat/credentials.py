@@ -47,8 +47,7 @@ def token_for(raw: str) -> ApiToken | None:
     token = rows.get(ApiToken, key_hash=hash_token(raw))
     if token is None:
         return None
-    model = get_user_model()
-    user = rows.get(model, **{model._meta.pk.attname: token.user_id})
+    user = _user_row(token.user_id)
     if user is None or not user.is_active:
         return None
     token.user = user
@@ -93,9 +92,14 @@ def _backend_user(backend, user_id):
     """`backend.get_user(user_id)`; Django's ModelBackend's by a prepared statement (above)."""
     if type(backend) is not ModelBackend:
         return backend.get_user(user_id)
-    model = get_user_model()
-    user = rows.get(model, **{model._meta.pk.attname: user_id})
+    user = _user_row(user_id)
     return user if user is not None and backend.user_can_authenticate(user) else None
+
+
+def _user_row(user_id):
+    """The user with this primary key, or None (a prepared statement: chat/rows.py)."""
+    model = get_user_model()
+    return rows.get(model, **{model._meta.pk.attname: user_id})
 
 
 def _session_is_users(session_key: str, user) -> bool:
