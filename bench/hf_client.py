@@ -5,8 +5,11 @@ per request (as before issue 14) and with the backend's shared pool (now).
    it sends through (before: a new `httpx2.AsyncClient`, hence a new transport and TLS
    context, per request; now: a thin client over the shared pool), `time.process_time`.
 2. Requests per second through `HFBackend.stream()` against tests/fake_model_server.py
-   (run in its own process so it does not share this one's CPU), CONCURRENCY streams at
-   a time, each a short reply, the whole reply read; and this process's CPU per request.
+   (run in its own process), CONCURRENCY streams at a time, each a short reply, the whole
+   reply read; and this process's CPU per request.
+3. The same with BURST streams at a time, through one httpcore2 pool (32 kept idle, as
+   before the pools were split) and through the backend's pools, alternately, ROUNDS
+   times: httpcore2's pool walks all its connections on every request and every close.
 """
 from __future__ import annotations
 
@@ -17,12 +20,16 @@ import re
 import subprocess
 import sys
 import time
+from math import nan
 from types import SimpleNamespace
 
 SETUPS = 300
 REQUESTS = 400
 CONCURRENCY = 20
 TOKENS = 8
+BURST = 200
+BURST_REQUESTS = 1000
+ROUNDS = 5
 
 
 def django_setup() -> None:
@@ -59,7 +66,22 @@ def backends():
             client.pool_view = SimpleNamespace(answer_complete=False)
             return client
 
+        async def aclose(self) -> None:
+            pass
+
     return [("new client per request (before)", ClientPerRequest()), ("shared pool (now)", HFBackend())]
+
+
+def pool_layouts():
+    """(name, backend) for one pool and for the backend's split pools."""
+    from chat.backends.remote import HFBackend
+
+    class OnePool(HFBackend):
+        pool_count = 1
+        max_idle_connections = 32
+
+    return [("1 pool, 32 kept idle (before)", OnePool()),
+            (f"{HFBackend.pool_count} pools, {HFBackend.max_idle_connections} kept idle (now)", HFBackend())]
 
 
 async def setup_cost(backend, count: int) -> float:
@@ -97,11 +119,27 @@ async def measure(url: str) -> list[dict]:
     for name, backend in backends():
         await setup_cost(backend, 20)  # imports, caches
         setup = await setup_cost(backend, SETUPS)
-        rate, cpu = await throughput(backend, REQUESTS, CONCURRENCY)
-        if hasattr(backend, "aclose"):
-            await backend.aclose()
+        # The old client can no longer stream: the backend reads the body off the pool's
+        # response (chat/backends/chunked_body.py), which only the pools give it.
+        rate, cpu = await throughput(backend, REQUESTS, CONCURRENCY) if name.endswith("(now)") else (nan, nan)
+        await backend.aclose()
         rows.append({"way": name, "setup_us": setup, "requests_per_s": rate, "cpu_us_per_request": cpu})
     return rows
+
+
+async def measure_burst() -> dict[str, list[float]]:
+    """µs of CPU per request at BURST at a time, per pool layout, ROUNDS samples each, alternated."""
+    layouts = pool_layouts()
+    samples: dict[str, list[float]] = {name: [] for name, _ in layouts}
+    for _, backend in layouts:
+        await throughput(backend, BURST, BURST)  # warm up: the pools, their first connections
+    for _ in range(ROUNDS):
+        for name, backend in layouts:
+            _, cpu = await throughput(backend, BURST_REQUESTS, BURST)
+            samples[name].append(cpu)
+    for _, backend in layouts:
+        await backend.aclose()
+    return samples
 
 
 def main() -> None:
@@ -110,6 +148,7 @@ def main() -> None:
     server, url = start_fake_server()
     try:
         rows = asyncio.run(measure(url))
+        burst = asyncio.run(measure_burst())
     finally:
         server.terminate()
         server.wait(10)
@@ -117,6 +156,10 @@ def main() -> None:
     print(f"{'':34} {'setup CPU µs':>14} {'requests/s':>12} {'CPU µs/request':>16}")
     for row in rows:
         print(f"{row['way']:34} {row['setup_us']:14.0f} {row['requests_per_s']:12.0f} {row['cpu_us_per_request']:16.0f}")
+    print(f"\n{BURST_REQUESTS} streamed replies of {TOKENS} tokens, {BURST} at a time; CPU µs per request, "
+          f"{ROUNDS} rounds alternated")
+    for name, values in burst.items():
+        print(f"{name:34} median {sorted(values)[len(values) // 2]:6.0f}   ({', '.join(f'{v:.0f}' for v in values)})")
 
 
 if __name__ == "__main__":

@@ -142,24 +142,51 @@ async def test_hf_replies_and_titles_share_one_kept_alive_connection(hf, server)
     records = await asyncio.to_thread(server.settled, 3)
     # backends.complete() uses the process's backend, not this test's: compare replies.
     assert records[0].peer == records[2].peer
-    assert hf.connection_pool() is hf.connection_pool()
+    assert hf.connection_pools() is hf.connection_pools()
 
 
-async def test_hf_pool_is_made_once_and_off_the_event_loop(hf, server, monkeypatch):
-    """Its TLS contexts load the system's certificates: tens of milliseconds that on the
+async def test_hf_pools_are_made_once_and_off_the_event_loop(hf, server, monkeypatch):
+    """Their TLS context loads the system's certificates: tens of milliseconds that on the
     event loop would stall every socket of the process at its first reply."""
     made_in = []
 
-    def record_thread():
+    def record_thread(*args, **kwargs):
         made_in.append(threading.current_thread())
-        return new_connection_pool()
+        return new_connection_pool(*args, **kwargs)
 
     monkeypatch.setattr(remote, "new_connection_pool", record_thread)
     results = await asyncio.gather(*(collect(hf.stream(MODEL, ask("#tokens=2"), max_tokens=8)) for _ in range(5)))
 
     assert all(error is None for _, error in results)
-    assert len(made_in) == 1
-    assert made_in[0] is not threading.current_thread()
+    assert len(made_in) == hf.pool_count
+    assert threading.current_thread() not in made_in
+    clients = hf.connection_pools().clients
+    assert len({id(client._transport._pool._ssl_context) for client in clients}) == 1  # one TLS context
+
+
+async def test_hf_burst_of_replies_is_spread_over_the_pools(hf, server):
+    """httpcore2's pool walks all its connections on every request and every close: a
+    burst split over several pools makes each walk a fraction as long."""
+    count = hf.pool_count * 3
+    streams = [hf.stream(MODEL, ask("#tokens=3 #delay=0.2"), max_tokens=8) for _ in range(count)]
+    await asyncio.gather(*(anext(stream) for stream in streams))  # every one open at once
+    pools = hf.connection_pools()
+    assert pools.load == [3] * hf.pool_count
+    assert [len(client._transport._pool.connections) for client in pools.clients] == [3] * hf.pool_count
+    for stream in streams:
+        pieces, error = await collect(stream)
+        assert error is None and len(pieces) == 2
+    assert pools.load == [0] * hf.pool_count
+
+
+async def test_hf_one_reply_at_a_time_always_uses_the_first_pool(hf, server):
+    for _ in range(3):
+        _, error = await collect(hf.stream(MODEL, ask("#tokens=2"), max_tokens=8))
+        assert error is None
+    records = await asyncio.to_thread(server.settled, 3)
+    assert len({record.peer for record in records}) == 1
+    clients = hf.connection_pools().clients
+    assert [len(client._transport._pool.connections) for client in clients] == [1] + [0] * (hf.pool_count - 1)
 
 
 async def test_hf_connection_is_reused_when_the_body_ends_after_the_answer(hf, server):

@@ -1,11 +1,11 @@
 """Hugging Face / OpenAI-compatible model servers, through `huggingface_hub.AsyncInferenceClient`.
 
-One HTTP connection pool per event loop, shared by every reply and title (issue 14):
-a profile at 100 conversations spent a quarter of the CPU in `ssl.create_default_context`,
-because each request built a new client, hence a new transport and a new TLS context.
-The pool itself is made in a worker thread, for the same reason: its two TLS contexts
-load the system's certificates, which on the event loop stalled every socket of the
-process for the first reply.
+One set of HTTP connection pools per event loop, shared by every reply and title (issue
+14): a profile at 100 conversations spent a quarter of the CPU in
+`ssl.create_default_context`, because each request built a new client, hence a new
+transport and a new TLS context. The pools are made in a worker thread, for the same
+reason: their TLS context loads the system's certificates, which on the event loop
+stalled every socket of the process for the first reply.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _pooled_client_class() -> type:
                            "chat/backends/remote.py must be adapted to share its connection pool")
 
     class PooledInferenceClient(AsyncInferenceClient):
-        def __init__(self, *, http: Any, **kwargs: Any) -> None:
+        def __init__(self, *, http: ConnectionPools, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.pool_view = PoolView(http)
 
@@ -82,14 +82,14 @@ class PoolView:
 
     drain_seconds = 1.0
 
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
+    def __init__(self, pools: ConnectionPools) -> None:
+        self.pools = pools
         self.answer_complete = False
         self.response: Any = None  # the streamed response, read by the backend (`_events`)
 
     @contextlib.asynccontextmanager
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        async with self.pool.stream(*args, **kwargs) as response:
+        async with self.pools.stream(*args, **kwargs) as response:
             direct = chunked_body.for_response(response)  # before anything reads the body
             body = response.stream = _held_body_class()(response.stream, direct)
             self.response = response
@@ -108,8 +108,8 @@ class PoolView:
             async with asyncio.timeout(self.drain_seconds):
                 await body.read_on()
 
-    def __getattr__(self, name: str) -> Any:  # post(), ...: the pool's own
-        return getattr(self.pool, name)
+    def __getattr__(self, name: str) -> Any:  # post(), ...: the pools' own
+        return getattr(self.pools, name)
 
 
 @functools.cache
@@ -157,7 +157,7 @@ def _held_body_class() -> type:
     return HeldBody
 
 
-def new_connection_pool() -> Any:
+def new_connection_pool(ssl_context: Any = None, max_idle_connections: int | None = None) -> Any:
     """An `httpx2.AsyncClient` configured as huggingface_hub configures its own (its event
     hooks, redirects; a factory set with `set_async_client_factory` is honoured), with a
     pool as large as the number of replies streaming at once."""
@@ -165,12 +165,15 @@ def new_connection_pool() -> Any:
     from huggingface_hub.utils import get_async_session
 
     template = get_async_session()  # never used: it holds no connection, nothing to close
+    if max_idle_connections is None:
+        max_idle_connections = HFBackend.max_idle_connections
     client = httpx2.AsyncClient(
         event_hooks=template.event_hooks,
         follow_redirects=template.follow_redirects,
+        verify=True if ssl_context is None else ssl_context,
         timeout=None,  # each request passes settings.HF_TIMEOUT
         limits=httpx2.Limits(max_connections=HFBackend.max_connections,
-                             max_keepalive_connections=HFBackend.max_idle_connections,
+                             max_keepalive_connections=max_idle_connections,
                              keepalive_expiry=HFBackend.idle_seconds),
     )
     # Its sockets on asyncio's transports (chat/backends/asyncio_stream.py). httpx2 makes the
@@ -179,6 +182,51 @@ def new_connection_pool() -> Any:
     # their own pools, on anyio.)
     client._transport._pool._network_backend = AsyncioBackend()
     return client
+
+
+class ConnectionPools:
+    """Several `httpx2.AsyncClient`s, each with its own connection pool, one TLS context.
+
+    httpcore2's pool walks every connection and every request it holds each time a
+    request comes in or a response is closed: with 200 replies streaming, that walk was
+    23 % of the CPU of opening a model request (py-spy, 2.1-2.2 ms per request at 200 at
+    a time). A request goes to the pool with the fewest requests in flight, the first one
+    on a tie: one reply at a time always uses the first pool, and so its kept-alive
+    connection, while a burst is spread evenly and each walk is a fraction as long.
+    """
+
+    def __init__(self, count: int) -> None:
+        import httpx2
+
+        ssl_context = httpx2.create_ssl_context()  # certificates loaded once, for every pool
+        idle = max(1, -(-HFBackend.max_idle_connections // count))
+        self.clients = [new_connection_pool(ssl_context, idle) for _ in range(count)]
+        self.load = [0] * count
+
+    def pick(self) -> int:
+        load = self.load
+        return load.index(min(load))
+
+    @contextlib.asynccontextmanager
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        index = self.pick()
+        self.load[index] += 1  # counted before anything awaits: a burst is spread at once
+        try:
+            async with self.clients[index].stream(*args, **kwargs) as response:
+                yield response
+        finally:
+            self.load[index] -= 1
+
+    def __getattr__(self, name: str) -> Any:  # get(), post(): huggingface_hub's other calls
+        return getattr(self.clients[self.pick()], name)
+
+    @property
+    def is_closed(self) -> bool:
+        return any(client.is_closed for client in self.clients)
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
 
 
 class HFBackend:
@@ -199,12 +247,13 @@ class HFBackend:
     """
 
     max_connections: int | None = None  # as before the pool: one connection per stream, no waiting line
-    # Not more: httpcore2's pool walks all its connections on every request and every
-    # response closed. Timed in one process against the scripted server (its thread
-    # included): 1.37 ms of CPU per request with 32 idle, 1.84 ms with 160, more than
-    # the TCP connections that a larger pool saves in a burst.
-    max_idle_connections = 32
+    # httpcore2's pool walks all its connections on every request and every response
+    # closed, so a single pool kept 32 idle (1.37 ms of CPU per request with 32, 1.84 ms
+    # with 160). Split over 8 pools (ConnectionPools), 128 kept in all cost less than 32
+    # in one: python -m bench.hf_client, 200 requests at a time (docs/models.md).
+    max_idle_connections = 128  # in all, shared out among the pools
     idle_seconds = 30.0
+    pool_count = 8
 
     def __init__(self, retry_budget: float = 10.0, first_backoff: float = 0.5, max_attempts: int = 5) -> None:
         # 5xx before the first token is retried with backoff for at most `retry_budget`
@@ -215,42 +264,42 @@ class HFBackend:
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._making: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
-    def connection_pool(self) -> Any:
-        """The httpx client of the running event loop, made on first use (`ready_pool()`
-        makes it off the event loop first)."""
+    def connection_pools(self) -> ConnectionPools:
+        """The httpx clients of the running event loop, made on first use (`ready_pools()`
+        makes them off the event loop first)."""
         loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None or pool.is_closed:
-            pool = self._keep(loop, new_connection_pool())
-        return pool
+        pools = self._pools.get(loop)
+        if pools is None or pools.is_closed:
+            pools = self._keep(loop, ConnectionPools(self.pool_count))
+        return pools
 
-    async def ready_pool(self) -> Any:
-        """The running loop's pool, made in a worker thread if there is none yet; the
-        replies that start meanwhile wait for that one pool."""
+    async def ready_pools(self) -> ConnectionPools:
+        """The running loop's pools, made in a worker thread if there are none yet; the
+        replies that start meanwhile wait for those."""
         loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is not None and not pool.is_closed:
-            return pool
+        pools = self._pools.get(loop)
+        if pools is not None and not pools.is_closed:
+            return pools
         making = self._making.setdefault(loop, asyncio.Lock())
         async with making:
-            pool = self._pools.get(loop)
-            if pool is None or pool.is_closed:
-                pool = self._keep(loop, await asyncio.to_thread(new_connection_pool))
-        return pool
+            pools = self._pools.get(loop)
+            if pools is None or pools.is_closed:
+                pools = self._keep(loop, await asyncio.to_thread(ConnectionPools, self.pool_count))
+        return pools
 
-    def _keep(self, loop: asyncio.AbstractEventLoop, pool: Any) -> Any:
+    def _keep(self, loop: asyncio.AbstractEventLoop, pools: ConnectionPools) -> ConnectionPools:
         # A pool's connections refer to their loop, so a closed loop (a finished test,
         # asyncio.run() ended) stays a key until dropped here.
         for old in [old for old in self._pools if old.is_closed()]:
             del self._pools[old]
-        self._pools[loop] = pool
-        return pool
+        self._pools[loop] = pools
+        return pools
 
     async def aclose(self) -> None:
         """Close the running loop's connections (at shutdown, or at the end of a test)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.aclose()
+        pools = self._pools.pop(asyncio.get_running_loop(), None)
+        if pools is not None:
+            await pools.aclose()
 
     def _client(self, model_id: str) -> Any:
         base_url = settings.HF_BASE_URL or None
@@ -258,7 +307,7 @@ class HFBackend:
         # is passed to chat_completion() too, so it is always in the request body (an
         # OpenAI-compatible server may serve several models at one URL).
         return _pooled_client_class()(
-            http=self.connection_pool(),
+            http=self.connection_pools(),
             model=None if base_url else model_id,
             provider=settings.HF_PROVIDER or None,
             token=settings.HF_TOKEN or None,
@@ -320,7 +369,7 @@ class HFBackend:
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # counted from the first failure: a cold first request
         backoff = self.first_backoff  # (imports, the pool's TLS context) is not a server's delay
-        await self.ready_pool()
+        await self.ready_pools()
         for attempt in range(1, self.max_attempts + 1):
             client = self._client(model_id)
             try:
