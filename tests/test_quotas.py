@@ -307,3 +307,31 @@ def test_usage_reads_the_users_and_the_sites_count_in_one_query(budgets, make_us
     assert usage == {**usage, "daily_requests": 4, "used": 1, "remaining": 3}
     ModelUsage.objects.filter(user=None).update(requests=99)
     assert quotas.usage(user)["remaining"] == 1, "the site's count is the one in the same query"
+
+
+def test_a_count_is_one_statement_per_row_even_on_the_days_first_request(budgets, make_user):
+    """Counting runs inside a write transaction that every other writer of a SQLite database
+    waits for: one upsert per row, the day's row made by the same statement."""
+    from django.test.utils import CaptureQueriesContext
+
+    budgets(user=3, site=100)
+    user = make_user()
+    for expected in (1, 2):
+        with CaptureQueriesContext(connection) as queries:
+            quotas.check_and_count(user, ECHO_MODEL)
+        counting = [q["sql"] for q in queries.captured_queries if ModelUsage._meta.db_table in q["sql"]]
+        assert len(counting) == 2 and all(sql.startswith("INSERT") for sql in counting), counting
+        assert quotas._used(user.pk) == expected and quotas._used(None) == expected
+    assert ModelUsage.objects.count() == 2  # one row for the user, one for the site: no duplicate day rows
+
+
+def test_a_title_is_refused_without_a_row_when_the_budget_is_one(budgets, make_user):
+    budgets(user=1)
+    user = make_user()
+    assert quotas.try_count(user, ECHO_MODEL, "title") is False
+    assert not ModelUsage.objects.exists()
+    quotas.check_and_count(user, ECHO_MODEL)  # the one request, for a reply
+    with pytest.raises(ChatError) as refused:
+        quotas.check_and_count(user, ECHO_MODEL)
+    assert refused.value.code == "quota_exceeded"
+    assert quotas._used(user.pk) == 1 and quotas._used(None) == 1, "the refusal counted nothing"
