@@ -72,19 +72,6 @@ def update(model: type[models.Model], values: dict[str, object], using: str = "d
     return _run(connection, f"UPDATE {_table(model, using)} SET {sets} WHERE {where_sql}", params + where_params)
 
 
-def increment(model: type[models.Model], field: str, *, below: int | None = None, using: str = "default",
-              **where: object) -> int:
-    """Add one to `field` of the rows matching `where` (and, with `below`, whose value is
-    under it), in one atomic UPDATE; how many changed."""
-    connection = connections[using]
-    column = _quoted(model, field, using)
-    where_sql, params = _where(model, where, connection, using)
-    if below is not None:
-        where_sql += f" AND {column} < %s"
-        params.append(below)
-    return _run(connection, f"UPDATE {_table(model, using)} SET {column} = {column} + 1 WHERE {where_sql}", params)
-
-
 def _run(connection, sql: str, params: list) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

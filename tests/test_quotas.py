@@ -335,3 +335,19 @@ def test_a_title_is_refused_without_a_row_when_the_budget_is_one(budgets, make_u
         quotas.check_and_count(user, ECHO_MODEL)
     assert refused.value.code == "quota_exceeded"
     assert quotas._used(user.pk) == 1 and quotas._used(None) == 1, "the refusal counted nothing"
+
+
+def test_a_count_stays_under_the_limit_and_tells_the_site_row_apart(make_user):
+    owner = make_user()
+    day = datetime.date(2026, 11, 30)
+    ModelUsage.objects.create(day=day, user=owner, requests=1)
+    ModelUsage.objects.create(day=day, user=None, requests=5)
+    assert quotas._take(day, owner.pk, 2, 0) is True
+    assert quotas._take(day, owner.pk, 2, 0) is False  # at the limit
+    assert quotas._take(day, owner.pk, 3, 1) is False  # the title's reserve
+    assert quotas._take(day, None, 0, 0) is True  # no limit
+    counts = dict(ModelUsage.objects.filter(day=day).values_list("user_id", "requests"))
+    assert counts == {owner.pk: 2, None: 6}
+    assert quotas._take(day + datetime.timedelta(days=1), None, 1, 0) is True  # the next day's first: a new row
+    assert quotas._take(day + datetime.timedelta(days=1), None, 1, 0) is False
+    assert ModelUsage.objects.get(day=day + datetime.timedelta(days=1), user=None).requests == 1

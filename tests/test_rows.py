@@ -60,18 +60,6 @@ def test_update_changes_only_the_rows_matching_including_is_null():
     assert held.reply_message == "busy" and held.reply_seq == 0
 
 
-def test_increment_counts_one_while_under_the_limit_and_tells_the_site_row_apart():
-    owner = create_user_sync()
-    day = datetime.date(2026, 11, 30)
-    ModelUsage.objects.create(day=day, user=owner, requests=1)
-    ModelUsage.objects.create(day=day, user=None, requests=5)
-    assert rows.increment(ModelUsage, "requests", below=2, day=day, user_id=owner.pk) == 1
-    assert rows.increment(ModelUsage, "requests", below=2, day=day, user_id=owner.pk) == 0  # at the limit
-    assert rows.increment(ModelUsage, "requests", day=day, user_id=None) == 1  # no limit
-    assert rows.increment(ModelUsage, "requests", day=day + datetime.timedelta(days=1), user_id=None) == 0
-    counts = dict(ModelUsage.objects.filter(day=day).values_list("user_id", "requests"))
-    assert counts == {owner.pk: 2, None: 6}
-
 
 def test_filter_returns_the_rows_and_the_order_the_orm_returns():
     owner, other = create_user_sync(), create_user_sync()
