@@ -7,7 +7,9 @@ import contextlib
 import socket
 import threading
 
+import huggingface_hub.utils
 import pytest
+from huggingface_hub.utils import get_async_session
 
 from chat import backends
 from chat.backends import (
@@ -154,7 +156,14 @@ async def test_hf_pools_are_made_once_and_off_the_event_loop(hf, server, monkeyp
         made_in.append(threading.current_thread())
         return new_connection_pool(*args, **kwargs)
 
+    templates = []
+
+    def record_template():
+        templates.append(get_async_session())
+        return templates[-1]
+
     monkeypatch.setattr(remote, "new_connection_pool", record_thread)
+    monkeypatch.setattr(huggingface_hub.utils, "get_async_session", record_template)
     results = await asyncio.gather(*(collect(hf.stream(MODEL, ask("#tokens=2"), max_tokens=8)) for _ in range(5)))
 
     assert all(error is None for _, error in results)
@@ -162,6 +171,7 @@ async def test_hf_pools_are_made_once_and_off_the_event_loop(hf, server, monkeyp
     assert threading.current_thread() not in made_in
     clients = hf.connection_pools().clients
     assert len({id(client._transport._pool._ssl_context) for client in clients}) == 1  # one TLS context
+    assert len(templates) == 1, "huggingface_hub's template client (its own TLS context) made once"
 
 
 async def test_hf_burst_of_replies_is_spread_over_the_pools(hf, server):
