@@ -60,7 +60,6 @@ def test_update_changes_only_the_rows_matching_including_is_null():
     assert held.reply_message == "busy" and held.reply_seq == 0
 
 
-
 def test_filter_returns_the_rows_and_the_order_the_orm_returns():
     owner, other = create_user_sync(), create_user_sync()
     start = timezone.now()

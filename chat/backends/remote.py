@@ -49,8 +49,8 @@ def _pooled_client_class() -> type:
     that instance's exit stack: a response is only closed when the whole instance is.
     So one instance cannot be shared by many streams (responses would pile up, and
     stopping one stream would not close its connection). Instead each request gets a
-    cheap instance whose `_get_async_client` returns the shared pool; its `close()` then
-    closes only its own response, and the pool stays open.
+    cheap instance whose `_get_async_client` returns the shared pools; its `close()` then
+    closes only its own response, and the pools stay open.
     """
     from huggingface_hub import AsyncInferenceClient
 
@@ -70,7 +70,7 @@ def _pooled_client_class() -> type:
 
 
 class PoolView:
-    """The shared httpx client as one request sees it.
+    """The shared httpx clients (`ConnectionPools`) as one request sees them.
 
     httpcore puts a connection back in the pool only if its response was read to the
     end; huggingface_hub stops reading at `data: [DONE]`, one chunk before the end of
@@ -246,7 +246,7 @@ class HFBackend:
     without `[DONE]` ends the iteration quietly: only the missing `finish_reason`
     tells a cut reply from a finished one.
 
-    Connections are kept and reused between requests (one pool per event loop: httpx
+    Connections are kept and reused between requests (pools per event loop: httpx
     connections belong to the loop that opened them). A response closed before its end
     (Stop) or broken mid-body is never put back in the pool: httpcore closes such a
     connection instead of reusing it.
