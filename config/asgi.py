@@ -12,7 +12,16 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.conf import settings  # noqa: E402
 
 from chat.replies import shutdown  # noqa: E402
-from config import autobahn_debug, backpressure, compression, frame_writer, inbox, shared_frames, transport  # noqa: E402
+from config import (  # noqa: E402
+    autobahn_debug,
+    backpressure,
+    compression,
+    frame_writer,
+    gc_tuning,
+    inbox,
+    shared_frames,
+    transport,
+)
 from config.logging import install_access_log_redaction  # noqa: E402
 from consumers.auth import socket_auth  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
@@ -36,3 +45,4 @@ if "daphne.server" in sys.modules:
         compression.install()
     install_access_log_redaction()
     shutdown.install()  # SIGTERM stores every running reply as interrupted (issue 15)
+    gc_tuning.tune()  # last: what was made until now is frozen (config/gc_tuning.py)
