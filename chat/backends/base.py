@@ -2,7 +2,7 @@
 stream of text pieces that tells its caller how the generation ended."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -65,8 +65,14 @@ class ModelStream(AsyncIterator[str]):
     after `aclose()` (Stop) and after a ModelError. `aclose()` stops the generation.
     """
 
-    def __init__(self, generate: Callable[[ModelStream], AsyncIterator[str]]) -> None:
+    # Set by the reader: awaited by a backend that `flushes` each time it has handed over
+    # every piece of one read and is about to wait for the next (chat/replies/task.py sends
+    # them as one delta there, in the stream's own turn of the event loop).
+    flush: Callable[[], Awaitable[None]] | None = None
+
+    def __init__(self, generate: Callable[[ModelStream], AsyncIterator[str]], *, flushes: bool = False) -> None:
         self.finish_reason: FinishReason | None = None
+        self.flushes = flushes  # this backend awaits `flush` between reads
         self._pieces = generate(self)
 
     def __aiter__(self) -> ModelStream:

@@ -340,7 +340,8 @@ class HFBackend:
                purpose: Purpose = "reply", on_wait: WaitCallback | None = None) -> ModelStream:
         """The reply's pieces. `user`, `purpose` and `on_wait` are for the local model's
         queue: a remote server has its own, and we never wait in line for it here."""
-        return ModelStream(lambda result: self._pieces(result, model_id, clean_messages(messages), max_tokens))
+        return ModelStream(lambda result: self._pieces(result, model_id, clean_messages(messages), max_tokens),
+                           flushes=True)
 
     async def _pieces(self, result: ModelStream, model_id: str, messages: Messages, max_tokens: int) -> AsyncIterator[str]:
         await self._prefetch_provider_mapping(model_id)
@@ -349,7 +350,7 @@ class HFBackend:
             ended = None
             try:
                 await chunks.aclose()  # huggingface_hub's own parse of the stream, never started: see _events
-                async for chunk in _events(client.pool_view.response):
+                async for chunk in _events(client.pool_view.response, result):
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta")
                         if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
@@ -396,8 +397,9 @@ class HFBackend:
         raise AssertionError("unreachable")
 
 
-async def _events(response: Any) -> AsyncIterator[dict]:
-    """The stream's chunks as parsed JSON, until `data: [DONE]`.
+async def _events(response: Any, result: ModelStream | None = None) -> AsyncIterator[dict]:
+    """The stream's chunks as parsed JSON, until `data: [DONE]`; `result.flush` is awaited
+    before each read after the first, when every chunk of the last one has been taken.
 
     huggingface_hub turns every chunk into nested dataclasses that mirror each other
     into dicts (`parse_obj`, `asdict`): about 70 µs per token, the largest single cost of
@@ -410,7 +412,14 @@ async def _events(response: Any) -> AsyncIterator[dict]:
     # through httpx2 (which decodes a compressed body).
     source = held.chunks if held.direct is not None else response.aiter_bytes()
     buffer = b""
-    async for data in source:
+    reads = source.__aiter__()
+    while True:
+        if result is not None and result.flush is not None:
+            await result.flush()
+        try:
+            data = await reads.__anext__()
+        except StopAsyncIteration:
+            return
         buffer += data
         *lines, buffer = buffer.split(b"\n")
         for line in lines:

@@ -68,6 +68,8 @@ class ReplyTask:
     _appended: list[str] = field(default_factory=list)
     _tail: str = ""
     _stream_done: bool = False
+    _live: bool = False  # reply.started is out: deltas may follow
+    _sending: bool = False  # a delta is being sent (by the sender task or the stream's flush)
     _broadcast_failed: bool = False
     _stored: bool = False  # the reply is in the transcript with its final status
     _waiting_news: bool = False  # `waiting` changed since the last reply.waiting
@@ -130,6 +132,7 @@ class ReplyTask:
         heartbeat = asyncio.create_task(claim.keep_alive(self.row, self.reply_id, self._progress))
         try:
             await self._broadcast(self._started_frame())
+            self._live = True
             sender = asyncio.create_task(self._send_loop())
             self.begin_stream()
             if self.stopped:  # a stop that came before the stream existed
@@ -214,21 +217,41 @@ class ReplyTask:
         messages = fit_context(self.model_messages, context_chars(self.model))
         stream = backend.stream(self.model, messages, max_tokens=settings.CHAT_MAX_REPLY_TOKENS,
                                 user=self.user, purpose="reply", on_wait=self._on_wait)
+        stream.flush = self._flush
         try:
             async for piece in stream:
                 piece = piece.replace("\x00", "")  # PostgreSQL refuses NUL in text (issue 16)
                 if piece:
                     self.pieces += 1
                     self._pending.append(piece)
-                    self._wakeup.set()
                     if self.pieces == 1:
-                        # The first token goes out now. Without this yield, pieces that
-                        # came in one read are all parsed before the sender runs (1.2 ms
-                        # for 20 pieces, bench §3); later ones are coalesced as before.
-                        await asyncio.sleep(0)
+                        # The first token goes out now, alone: otherwise the pieces that came
+                        # in one read are all parsed first (1.2 ms for 20 pieces, bench §3).
+                        await self._flush()
+                        if not stream.flushes:
+                            await asyncio.sleep(0)  # the sender's turn
+                    elif not stream.flushes:
+                        self._wakeup.set()  # else the backend awaits `_flush` before its next read
+            if stream.flushes:
+                await self._flush()  # the last read's pieces
             self.finish_reason = stream.finish_reason
         finally:
             await stream.aclose()
+
+    async def _flush(self) -> None:
+        """What the model wrote in its last read, sent as one delta by the stream's own task
+        (`ModelStream.flush`), once the backend has handed over every piece of the read.
+
+        Sent by the sender task instead, the delta waited for that task's turn of the event
+        loop: a token took three turns from the model's socket to the tab's (the read, the
+        stream task, the sender), and each turn of a loop busy with 200 replies starting at
+        once lasts tens of milliseconds. The sender still sends what comes before
+        `reply.started` is out, what follows a `reply.waiting` it has to send first, what a
+        backend that does not flush writes, and the end."""
+        if self._pending and self._live and not self._sending and not self._waiting_news:
+            await self._send_pending()
+        elif self._pending:
+            self._wakeup.set()
 
     def _on_wait(self, ahead: int) -> None:
         """The local model's line moved: tell the watchers (0: the model has started on it).
@@ -246,12 +269,18 @@ class ReplyTask:
                 self._waiting_news = False
                 await self._broadcast(protocol.reply_waiting(self.conversation_id, self.reply_id, self.waiting or 0))
                 continue
-            if not self._pending:
-                if self._stream_done:
+            if not self._pending or self._sending:
+                if self._stream_done and not self._pending:
                     return
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
+            await self._send_pending()
+
+    async def _send_pending(self) -> None:
+        """One delta of everything pending; one sender at a time, so that `seq` follows the text."""
+        self._sending = True
+        try:
             delta = "".join(self._pending)
             self._pending.clear()
             html = self._renderer.feed(delta)
@@ -262,8 +291,12 @@ class ReplyTask:
             frame = protocol.reply_delta(self.conversation_id, self.reply_id, self.seq, delta, html)
             self.seq += 1
             await self._broadcast(frame)
-            if self.seq == 1:
-                self._start_deferred()
+        finally:
+            self._sending = False
+            if self._pending or self._stream_done:
+                self._wakeup.set()  # what came meanwhile, or the end: the sender takes it
+        if self.seq == 1:
+            self._start_deferred()
 
     def _start_deferred(self) -> asyncio.Task | None:
         """Run `after_first_delta` in a worker thread, once; the task, to await."""
