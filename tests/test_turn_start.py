@@ -172,3 +172,63 @@ async def test_a_turn_in_another_users_conversation_is_not_found_and_charges_not
     assert [m.content for m in stored.active_branch()] == ["hello there world", "Echo: hello there world"]
     await owner_socket.close()
     await socket.close()
+
+
+async def _deltas_by_task(monkeypatch) -> list[tuple[int, str, str]]:
+    """(seq, delta, the name of the task that sent it) of every reply.delta broadcast."""
+    from chat.replies.task import ReplyTask
+
+    sent: list[tuple[int, str, str]] = []
+    broadcast = ReplyTask._broadcast
+
+    async def recording(self, frame):
+        if frame["type"] == "reply.delta":
+            sent.append((frame["seq"], frame["delta"], asyncio.current_task().get_name()))
+        return await broadcast(self, frame)
+
+    monkeypatch.setattr(ReplyTask, "_broadcast", recording)
+    return sent
+
+
+async def test_each_read_of_the_model_is_one_delta_sent_by_the_stream_itself(monkeypatch):
+    """The backend awaits ModelStream.flush before each read: what the last read brought goes
+    out then, in the stream task's own turn, without waking the sender task."""
+    sent = await _deltas_by_task(monkeypatch)
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation()
+    sent.clear()  # the conversation's first reply
+    await socket.send("message.send", conversation=conversation_id, content="#tokens=6 #delay=0.05")
+    text, final = await socket.reply_text()
+    assert final["type"] == "reply.completed" and text == final["message"]["content"] == "w0 w1 w2 w3 w4 w5"
+    assert [(seq, delta) for seq, delta, _ in sent] == [(i, f" w{i}" if i else "w0") for i in range(6)]
+    later = {task for seq, _, task in sent if seq > 0}  # the first may come before reply.started is out
+    assert later and all(task.startswith("reply-stream-") for task in later), later
+    await socket.close()
+
+
+async def test_the_pieces_of_one_read_after_the_first_are_one_delta(monkeypatch):
+    from chat.backends.chunked_body import ChunkedBody
+
+    sent = await _deltas_by_task(monkeypatch)
+    reads = []  # the body's data as it came: with the headers, then one item per read
+    parse = ChunkedBody._parse
+
+    def counting(self):
+        data = parse(self)
+        if data:
+            reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(ChunkedBody, "_parse", counting)
+    user = await create_user()
+    socket = await ChatSocket.connect(user)
+    conversation_id = await socket.new_conversation()
+    sent.clear()
+    reads.clear()
+    await socket.send("message.send", conversation=conversation_id, content="#tokens=20")  # written at once
+    text, final = await socket.reply_text()
+    assert text == final["message"]["content"] == "".join(f" w{i}" if i else "w0" for i in range(20))
+    assert sent[0][1] == "w0"  # the first token alone, then at most one delta per read
+    assert 2 <= len(sent) <= 1 + len(reads) < 20, (len(sent), reads)
+    await socket.close()
