@@ -399,7 +399,7 @@ class HFBackend:
 
 async def _events(response: Any, result: ModelStream | None = None) -> AsyncIterator[dict]:
     """The stream's chunks as parsed JSON, until `data: [DONE]`; `result.flush` is awaited
-    before each read after the first, when every chunk of the last one has been taken.
+    before each read, when every chunk of the previous one has been taken.
 
     huggingface_hub turns every chunk into nested dataclasses that mirror each other
     into dicts (`parse_obj`, `asdict`): about 70 µs per token, the largest single cost of
