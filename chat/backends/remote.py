@@ -399,7 +399,7 @@ class HFBackend:
 
 async def _events(response: Any, result: ModelStream | None = None) -> AsyncIterator[dict]:
     """The stream's chunks as parsed JSON, until `data: [DONE]`; `result.flush` is awaited
-    before each read, when every chunk of the previous one has been taken.
+    after each read's chunks have all been taken, before the next read.
 
     huggingface_hub turns every chunk into nested dataclasses that mirror each other
     into dicts (`parse_obj`, `asdict`): about 70 µs per token, the largest single cost of
@@ -411,15 +411,9 @@ async def _events(response: Any, result: ModelStream | None = None) -> AsyncIter
     # The payload as it arrives: straight off the connection where possible, else
     # through httpx2 (which decodes a compressed body).
     source = held.chunks if held.direct is not None else response.aiter_bytes()
+    flush = result.flush if result is not None else None
     buffer = b""
-    reads = source.__aiter__()
-    while True:
-        if result is not None and result.flush is not None:
-            await result.flush()
-        try:
-            data = await reads.__anext__()
-        except StopAsyncIteration:
-            return
+    async for data in source:
         buffer += data
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
@@ -434,6 +428,8 @@ async def _events(response: Any, result: ModelStream | None = None) -> AsyncIter
             if chunk.get("error") is not None:
                 raise _stream_error(chunk["error"], chunk.get("error_type"))
             yield chunk
+        if flush is not None:
+            await flush()
 
 
 def _stream_error(error: Any, error_type: Any) -> Exception:
