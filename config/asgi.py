@@ -22,7 +22,7 @@ from config import (  # noqa: E402
     shared_frames,
     transport,
 )
-from config.logging import install_access_log_redaction  # noqa: E402
+from config.logging import install_access_log  # noqa: E402
 from consumers.auth import socket_auth  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
 
@@ -43,6 +43,6 @@ if "daphne.server" in sys.modules:
     backpressure.limit_incoming(settings.CHAT_MAX_FRAME_BYTES)
     if settings.CHAT_WEBSOCKET_COMPRESSION:
         compression.install()
-    install_access_log_redaction()
+    install_access_log()
     shutdown.install()  # SIGTERM stores every running reply as interrupted (issue 15)
     gc_tuning.tune()  # last: what was made until now is frozen (config/gc_tuning.py)

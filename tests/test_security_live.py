@@ -90,6 +90,18 @@ async def test_share_tokens_stay_out_of_the_access_log_and_warnings(live_alice):
     assert 'GET /s/[redacted]/' in log and "Not Found: /s/[redacted]/" in log, log[-2000:]
 
 
+async def test_a_socket_is_logged_once_by_the_app_and_http_requests_keep_their_access_lines(live_alice):
+    server, token = live_alice
+    socket = await Tab.open(server.ws_url, token)
+    await socket.close()
+    with urllib.request.urlopen(server.url + "/accounts/login/") as response:
+        assert response.status == 200
+    log = await log_when(server, lambda log: "socket closed" in log and '"GET /accounts/login/' in log)
+    assert "socket connected" in log
+    # daphne's own lines for the same socket events (config/logging.py leaves them out).
+    assert not re.search(r'"WS(CONNECTING|CONNECT|DISCONNECT) ', log), log[-2000:]
+
+
 async def log_when(server: LiveServer, ready, timeout: float = 10) -> str:
     """The server's log once `ready(log)` holds (daphne writes an access line after the response)."""
     async with asyncio.timeout(timeout):
