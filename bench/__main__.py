@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 SECTIONS = {
     "relay": ("bench.relay", 110, 480),
     "costs": ("bench.costs", 75, 240),
-    "first_token": ("bench.first_token", 40, 120),
+    "first_token": ("bench.first_token", 75, 200),
     "connections": ("bench.connections", 60, 400),
     "local_model": ("bench.local_model", 45, 120),
     "pages": ("bench.pages", 30, 90),
