@@ -158,8 +158,6 @@ TEMPLATES = [
 
 DATABASES = {"default": dj_database_url.parse(_env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
 _SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
-if _SQLITE:  # the same backend, with this process's writers queued on a lock (config/sqlite3/base.py)
-    DATABASES["default"]["ENGINE"] = "config.sqlite3"
 # SQLite: each worker thread keeps its connection: opening one (and registering Django's
 # SQL functions on it) for every database call was over half of the CPU of a socket
 # handshake (bench/connections.py, py-spy). PostgreSQL: 0, so a process never holds more
